@@ -1,0 +1,49 @@
+"""Shared fixtures: generated images and tiny weights trained on them (no ../shared needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+torch.set_num_threads(2)
+
+
+def make_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth, photo-like uint8 RGB image: gradients, blobs and a little noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w].astype(np.float64)
+    img = np.zeros((h, w, 3))
+    for c in range(3):
+        fy, fx, ph = rng.uniform(0.02, 0.15, 2).tolist() + [rng.uniform(0, 6.28)]
+        img[..., c] = 128 + 90 * np.sin(xx * fx + ph) * np.cos(yy * fy)
+    for _ in range(4):
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(4, max(5, min(h, w) / 3))
+        img += (((yy - cy) ** 2 + (xx - cx) ** 2) < r * r)[..., None] * rng.uniform(-60, 60, 3)
+    img += rng.normal(0, 4, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight generated PNGs of assorted sizes (some smaller than a 32-pixel crop)."""
+    d = tmp_path_factory.mktemp("images")
+    sizes = [(64, 96), (80, 80), (48, 72), (96, 64), (24, 40), (72, 120), (64, 64), (56, 88)]
+    for i, (h, w) in enumerate(sizes):
+        Image.fromarray(make_image(h, w, i)).save(d / f"img{i}.png")
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory, image_dir: Path) -> Path:
+    """Release weights of the `tiny` preset trained for a few dozen steps on generated images."""
+    from vqcli.config import PRESETS, TrainConfig
+    from vqcli.train import train
+
+    out = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    tcfg = TrainConfig(steps=40, batch_size=8, crop=32, lr=3e-3, warmup=5, workers=0, ckpt_every=1000, val_every=1000)
+    train(image_dir, out, PRESETS["tiny"], tcfg, device="cpu", progress=False)
+    return out

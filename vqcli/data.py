@@ -1,0 +1,114 @@
+"""Training data: random crops with flips from a folder of images, reproducible by step.
+
+Sample k of the stream (k = step * batch + j) is drawn from a generator seeded with
+(seed, rank, k), so resuming at a step replays exactly the batches a run would have seen,
+whatever the number of loader workers.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from .errors import VQError
+from .images import find_images, load_image
+
+
+def usable_images(root: Path, min_side: int = 8) -> list[Path]:
+    """Image files below root that decode; unreadable ones are skipped with a warning."""
+    files = find_images(root)
+    good = []
+    for p in files:
+        try:
+            from PIL import Image
+
+            with Image.open(p) as im:
+                im.verify()
+            if min(im.size) < min_side:
+                raise VQError(f"{p}: image is only {im.size[0]}x{im.size[1]}")
+            good.append(p)
+        except Exception as e:  # noqa: BLE001 - any failure means: skip this file
+            warnings.warn(f"skipping {p}: {e}", stacklevel=2)
+    if not good:
+        raise VQError(f"{root}: no readable images found (png, jpg, webp, tiff, bmp)")
+    return good
+
+
+def random_crop(rgb: np.ndarray, crop: int, rng: np.random.Generator) -> np.ndarray:
+    """A crop x crop patch with random flip; images smaller than the crop are upscaled first."""
+    h, w = rgb.shape[:2]
+    if min(h, w) < crop:
+        from PIL import Image
+
+        s = crop / min(h, w)
+        size = (max(crop, round(w * s)), max(crop, round(h * s)))
+        rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BICUBIC))
+        h, w = rgb.shape[:2]
+    y = int(rng.integers(0, h - crop + 1))
+    x = int(rng.integers(0, w - crop + 1))
+    patch = rgb[y:y + crop, x:x + crop]
+    if rng.random() < 0.5:
+        patch = patch[:, ::-1]
+    return np.ascontiguousarray(patch)
+
+
+class CropDataset(Dataset):
+    """Item k is a random crop from a random image, fixed by (seed, rank, k)."""
+
+    def __init__(self, files: list[Path], crop: int, seed: int = 0, rank: int = 0, cache: bool = False) -> None:
+        self.files, self.crop, self.seed, self.rank = files, crop, seed, rank
+        self._cache: dict[int, np.ndarray] | None = {} if cache else None
+
+    def __len__(self) -> int:  # an endless stream; the sampler decides which items
+        return 2**62
+
+    def _image(self, i: int) -> np.ndarray:
+        if self._cache is not None and i in self._cache:
+            return self._cache[i]
+        rgb = load_image(self.files[i]).rgb
+        if self._cache is not None:
+            self._cache[i] = rgb
+        return rgb
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        rng = np.random.default_rng([self.seed, self.rank, k])
+        rgb = self._image(int(rng.integers(len(self.files))))
+        patch = random_crop(rgb, self.crop, rng)
+        return torch.from_numpy(patch).permute(2, 0, 1)  # uint8; scaled on the training device
+
+
+class StepSampler(Sampler[list[int]]):
+    """Batches of item numbers from `start_step` to `steps` (exclusive)."""
+
+    def __init__(self, batch_size: int, start_step: int, steps: int) -> None:
+        self.batch_size, self.start, self.steps = batch_size, start_step, steps
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.start)
+
+    def __iter__(self):
+        for step in range(self.start, self.steps):
+            yield list(range(step * self.batch_size, (step + 1) * self.batch_size))
+
+
+def pad_to_multiple(x: torch.Tensor, factor: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Replicate-pad [B, C, H, W] on the bottom/right to multiples of factor; returns the padding."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % factor, (-w) % factor
+    if ph or pw:
+        x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
+    return x, (ph, pw)
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """uint8 [H, W, 3] -> float [1, 3, H, W] in [0, 1]."""
+    return torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1)[None].float() / 255.0
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float [1, 3, H, W] in [0, 1] -> uint8 [H, W, 3] (round half to even, as torch.round)."""
+    return (x[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()

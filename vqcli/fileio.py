@@ -1,0 +1,63 @@
+"""Atomic file output: a temp file in the target's directory, renamed into place when complete."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import VQError
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path | str, force: bool = True) -> Iterator[BinaryIO]:
+    """Open a temp file beside `path`; on success rename it over `path`, on error remove it.
+
+    With force=False an existing `path` is an error (checked before and, via a hard link
+    where the filesystem allows, at the moment of publishing).
+    """
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise VQError(f"{path}: output directory {parent} does not exist")
+    if not force and path.exists():
+        raise VQError(f"{path}: already exists (use -f to overwrite)")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise VQError(f"{path}: cannot write ({e.strerror})") from None
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        if force:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if path appeared meanwhile: never clobber
+            except FileExistsError:
+                raise VQError(f"{path}: already exists (use -f to overwrite)") from None
+            except OSError:
+                os.replace(tmp, path)
+            else:
+                os.unlink(tmp)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: Path | str, data: bytes, force: bool = True) -> None:
+    with atomic_output(path, force) as f:
+        f.write(data)

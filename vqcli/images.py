@@ -1,0 +1,80 @@
+"""Reading images from disk into 8-bit RGB arrays, whatever their mode (no torch import)."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import VQError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".avif"})
+MAX_PIXELS = 100_000_000  # a sanity bound well above any photo we expect; Pillow's own bomb check is 89M
+
+
+@dataclass
+class LoadedImage:
+    rgb: np.ndarray  # [H, W, 3] uint8
+    alpha: np.ndarray | None  # [H, W] uint8, None when the image has no (non-opaque) alpha
+    mode: str  # the source's Pillow mode, for information
+
+
+def find_images(root: Path) -> list[Path]:
+    """Image files below root (recursive, sorted for reproducibility)."""
+    return sorted(p for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _to_uint8(a: np.ndarray) -> np.ndarray:
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype in (np.uint16, np.int32, np.uint32) or a.max(initial=0) > 255:
+        return np.clip(np.round(a.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+    return np.clip(a, 0, 255).astype(np.uint8)
+
+
+def decode_image(data: bytes, name: str) -> LoadedImage:
+    """Decode image bytes; EXIF orientation applied, any mode converted to RGB (+ alpha)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise VQError(f"{name}: image is {im.width}x{im.height}, larger than the {MAX_PIXELS} pixel limit")
+            im = ImageOps.exif_transpose(im)
+            im.load()
+    except VQError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise VQError(f"{name}: not a readable image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    mode = im.mode
+    alpha = None
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        gray = _to_uint8(np.asarray(im))
+        rgb = np.repeat(gray[:, :, None], 3, axis=2)
+    else:
+        if mode == "P" and "transparency" in im.info:
+            im = im.convert("RGBA")
+        elif mode in ("LA", "PA", "La"):
+            im = im.convert("RGBA")
+        if im.mode == "RGBA":
+            a = np.asarray(im.getchannel("A"))
+            alpha = None if a.min() == 255 else a.copy()
+            im = im.convert("RGB")
+        rgb = np.asarray(im.convert("RGB"))
+    return LoadedImage(np.ascontiguousarray(rgb), alpha, mode)
+
+
+def load_image(path: Path | str) -> LoadedImage:
+    """Read and decode an image file ('-' is not handled here: pass bytes to decode_image)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise VQError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise VQError(f"{path}: is a directory") from None
+    except OSError as e:
+        raise VQError(f"{path}: cannot read ({e.strerror})") from None
+    return decode_image(data, str(path))

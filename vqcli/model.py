@@ -1,0 +1,135 @@
+"""The VQ-VAE: a conv encoder and decoder around a residual vector quantizer.
+
+Images are float tensors in [0, 1], shape [B, 3, H, W] with H and W multiples of the
+downsampling factor. The first encoder layer is a pixel-unshuffle (a reshape) and the last
+decoder layer a pixel-shuffle, so that no convolution runs at full resolution: on a CPU
+that is most of the cost of an autoencoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+from .quantizer import ResidualVQ
+
+
+class ResBlock(nn.Module):
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.silu(self.conv1(F.silu(x))))
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        ch = cfg.channels
+        layers: list[nn.Module] = [nn.PixelUnshuffle(cfg.stem), nn.Conv2d(3 * cfg.stem**2, ch[0], 3, padding=1)]
+        for i, c in enumerate(ch):
+            layers += [ResBlock(c) for _ in range(cfg.res_blocks)]
+            if i + 1 < len(ch):
+                layers += [nn.SiLU(), nn.Conv2d(c, ch[i + 1], 4, stride=2, padding=1)]
+        layers += [nn.SiLU(), nn.Conv2d(ch[-1], cfg.latent_dim, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        ch = cfg.channels[::-1]
+        layers: list[nn.Module] = [nn.Conv2d(cfg.latent_dim, ch[0], 3, padding=1)]
+        for i, c in enumerate(ch):
+            layers += [ResBlock(c) for _ in range(cfg.res_blocks)]
+            if i + 1 < len(ch):
+                # Sub-pixel upsampling: conv to 4x channels, then pixel-shuffle (no checkerboard).
+                layers += [nn.SiLU(), nn.Conv2d(c, ch[i + 1] * 4, 3, padding=1), nn.PixelShuffle(2)]
+        layers += [nn.SiLU(), nn.Conv2d(ch[-1], 3 * cfg.stem**2, 3, padding=1), nn.PixelShuffle(cfg.stem)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+@dataclass
+class VQVAEOutput:
+    recon: torch.Tensor  # [B, 3, H, W], unclamped
+    indices: torch.Tensor  # [B, S, h, w]
+    commit_loss: torch.Tensor
+    n_stages: torch.Tensor  # [B, h, w] stages used per position
+
+
+class VQVAE(nn.Module):
+    """Encoder -> residual VQ -> decoder, with an index API for downstream models."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+        self.quantizer = ResidualVQ(
+            cfg.latent_dim, cfg.stages, cfg.codebook_size, cfg.code_dim, cfg.l2_normalize,
+            cfg.ema_decay, cfg.ema_eps, cfg.dead_threshold, cfg.quantizer_dropout,
+        )
+
+    @property
+    def factor(self) -> int:
+        return self.cfg.downsample
+
+    def _check(self, images: torch.Tensor) -> None:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images [B, 3, H, W], got {tuple(images.shape)}")
+        if images.shape[2] % self.factor or images.shape[3] % self.factor:
+            raise ValueError(f"image size {tuple(images.shape[2:])} is not a multiple of {self.factor}")
+
+    def _latent(self, images: torch.Tensor) -> torch.Tensor:
+        self._check(images)
+        return self.encoder(images * 2 - 1)
+
+    def forward(self, images: torch.Tensor, n_stages: int | None = None) -> VQVAEOutput:
+        z = self._latent(images)
+        b, d, h, w = z.shape
+        flat = z.permute(0, 2, 3, 1).reshape(-1, d)
+        q = self.quantizer(flat.float(), n_stages)
+        zq = q.quantized.to(z.dtype).reshape(b, h, w, d).permute(0, 3, 1, 2)
+        recon = (self.decoder(zq) + 1) / 2
+        indices = q.indices.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+        return VQVAEOutput(recon, indices, q.commit_loss, q.n_stages.reshape(b, h, w))
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, n_stages: int | None = None) -> torch.Tensor:
+        """images [B, 3, H, W] in [0, 1] -> indices [B, S, H/f, W/f] (int64)."""
+        z = self._latent(images)
+        b, d, h, w = z.shape
+        idx = self.quantizer.encode(z.permute(0, 2, 3, 1).reshape(-1, d).float(), n_stages)
+        return idx.reshape(b, h, w, -1).permute(0, 3, 1, 2).contiguous()
+
+    def latent_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """indices [B, S', h, w] -> quantized latent [B, D, h, w] (sum over the given stages)."""
+        if indices.ndim != 4:
+            raise ValueError(f"expected indices [B, S, h, w], got {tuple(indices.shape)}")
+        return self.quantizer.decode(indices.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    @torch.no_grad()
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        """indices [B, S', h, w] (any prefix of the stages) -> images [B, 3, h*f, w*f] in [0, 1]."""
+        return ((self.decoder(self.latent_from_indices(indices)) + 1) / 2).clamp(0, 1)
+
+    def embed(self, indices: torch.Tensor, stages: int | None = None) -> torch.Tensor:
+        """Token embeddings for downstream models: indices [B, S, h, w] -> [B, h*w, D].
+
+        Sums the code vectors of the first `stages` stages (all by default) at every position,
+        in raster order.
+        """
+        z = self.latent_from_indices(indices[:, : stages or indices.shape[1]])
+        return z.flatten(2).transpose(1, 2)

@@ -1,0 +1,250 @@
+"""Residual vector quantizer with EMA codebooks, k-means init and dead-code restarts.
+
+Codebooks are learned by exponential moving averages of the vectors assigned to each code
+(VQ-VAE-2 / SoundStream style), not by gradients. Under torch.distributed every statistic is
+all-reduced and every random choice is made on rank 0 and broadcast, so all ranks keep
+bit-identical codebooks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+def _dist_on() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _all_reduce(t: torch.Tensor) -> torch.Tensor:
+    if _dist_on():
+        dist.all_reduce(t)
+    return t
+
+
+def _broadcast(t: torch.Tensor) -> torch.Tensor:
+    if _dist_on():
+        dist.broadcast(t, src=0)
+    return t
+
+
+def _gather_vectors(x: torch.Tensor) -> torch.Tensor:
+    """All ranks' vectors (same count on each rank under DDP, since batches are equal)."""
+    if not _dist_on():
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+def squared_distances(x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """||x - c||^2 for every pair, as one matmul: [N, d] x [K, d] -> [N, K]."""
+    return (x.pow(2).sum(1, keepdim=True) - 2 * x @ codes.t() + codes.pow(2).sum(1)[None, :])
+
+
+def nearest_code(x: torch.Tensor, codes: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
+    """Index of the nearest code for each row of x, in chunks to bound memory."""
+    out = [squared_distances(x[i:i + chunk], codes).argmin(1) for i in range(0, x.shape[0], chunk)]
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long, device=x.device)
+
+
+def kmeans(x: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Plain Lloyd k-means; empty clusters keep their previous centre."""
+    n = x.shape[0]
+    idx = torch.randperm(n, generator=generator, device="cpu")[:k].to(x.device)
+    if n < k:  # too few vectors: repeat them (with noise so that codes differ)
+        idx = torch.randint(0, n, (k,), generator=generator, device="cpu").to(x.device)
+    centres = x[idx].clone()
+    if n < k:
+        centres += 1e-3 * x.std() * torch.randn(centres.shape, generator=generator).to(x.device)
+    for _ in range(iters):
+        assign = nearest_code(x, centres)
+        counts = torch.bincount(assign, minlength=k).to(x.dtype)
+        sums = torch.zeros_like(centres).index_add_(0, assign, x)
+        filled = counts > 0
+        centres[filled] = sums[filled] / counts[filled, None]
+    return centres
+
+
+@dataclass
+class StageOutput:
+    quantized: torch.Tensor  # [N, D], the stage's contribution in latent space
+    indices: torch.Tensor  # [N]
+    commit_loss: torch.Tensor  # scalar
+
+
+class VectorQuantizer(nn.Module):
+    """One RVQ stage: K codes, optionally looked up in a factorised (and l2-normalised) space."""
+
+    def __init__(self, dim: int, codebook_size: int, code_dim: int | None = None, l2_normalize: bool = False,
+                 decay: float = 0.99, eps: float = 1e-5, dead_threshold: float = 1.0) -> None:
+        super().__init__()
+        self.dim, self.codebook_size = dim, codebook_size
+        self.code_dim = code_dim or dim
+        self.l2_normalize = l2_normalize
+        self.decay, self.eps, self.dead_threshold = decay, eps, dead_threshold
+        self.factorised = code_dim is not None
+        if self.factorised:
+            self.proj_in = nn.Linear(dim, self.code_dim)
+            self.proj_out = nn.Linear(self.code_dim, dim)
+        self.register_buffer("codebook", torch.zeros(codebook_size, self.code_dim))
+        self.register_buffer("ema_count", torch.zeros(codebook_size))
+        self.register_buffer("ema_sum", torch.zeros(codebook_size, self.code_dim))
+        self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+
+    # -- lookup ---------------------------------------------------------------------------
+    def _to_code_space(self, x: torch.Tensor) -> torch.Tensor:
+        if self.factorised:
+            x = self.proj_in(x)
+        if self.l2_normalize:
+            x = F.normalize(x, dim=-1)
+        return x
+
+    def _codes(self) -> torch.Tensor:
+        return F.normalize(self.codebook, dim=-1) if self.l2_normalize else self.codebook
+
+    def _from_code_space(self, c: torch.Tensor) -> torch.Tensor:
+        return self.proj_out(c) if self.factorised else c
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """Latent-space vectors [.., D] for code indices [..]."""
+        return self._from_code_space(F.embedding(indices, self._codes()))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Nearest-code indices for latent vectors x [N, D]."""
+        return nearest_code(self._to_code_space(x).float(), self._codes().float())
+
+    # -- training -------------------------------------------------------------------------
+    @torch.no_grad()
+    def _init(self, xe: torch.Tensor) -> None:
+        if self.initialised:
+            return
+        data = _gather_vectors(xe.float())
+        centres = kmeans(data, self.codebook_size) if (not _dist_on() or dist.get_rank() == 0) \
+            else torch.empty(self.codebook_size, self.code_dim, device=xe.device)
+        centres = _broadcast(centres.contiguous())
+        self.codebook.copy_(centres)
+        self.ema_sum.copy_(centres)
+        self.ema_count.fill_(1.0)
+        self.initialised.fill_(True)
+
+    @torch.no_grad()
+    def _ema_update(self, xe: torch.Tensor, idx: torch.Tensor) -> None:
+        counts = _all_reduce(torch.bincount(idx, minlength=self.codebook_size).float())
+        sums = _all_reduce(torch.zeros_like(self.ema_sum).index_add_(0, idx, xe.float()))
+        self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        n = self.ema_count.sum()
+        # Laplace smoothing keeps rarely used codes finite.
+        smoothed = (self.ema_count + self.eps) / (n + self.codebook_size * self.eps) * n
+        self.codebook.copy_(self.ema_sum / smoothed[:, None])
+        self._restart_dead(xe)
+
+    @torch.no_grad()
+    def _restart_dead(self, xe: torch.Tensor) -> None:
+        dead = self.ema_count < self.dead_threshold
+        n_dead = int(dead.sum())
+        if n_dead == 0:
+            return
+        data = _gather_vectors(xe.float())
+        pick = torch.randint(0, data.shape[0], (n_dead,), device="cpu").to(data.device)
+        samples = _broadcast(data[pick].contiguous())
+        self.codebook[dead] = samples
+        # A restarted code starts as if it had been assigned `dead_threshold` vectors at that point.
+        self.ema_count[dead] = self.dead_threshold
+        self.ema_sum[dead] = samples * self.dead_threshold
+
+    def forward(self, x: torch.Tensor, update: bool | None = None) -> StageOutput:
+        """Quantize latent vectors x [N, D]; in training mode the codebook learns by EMA."""
+        update = self.training if update is None else update
+        xe = self._to_code_space(x)
+        if update:
+            self._init(xe.detach())
+        codes = self._codes()
+        idx = nearest_code(xe.detach().float(), codes.float())
+        if update:
+            self._ema_update(xe.detach(), idx)
+            codes = self._codes()
+        chosen = F.embedding(idx, codes).to(xe.dtype)
+        commit = F.mse_loss(xe, chosen.detach())
+        if self.factorised:
+            # proj_out learns through the reconstruction; proj_in through the commitment loss.
+            quantized = self._from_code_space(chosen.detach())
+        else:
+            quantized = chosen.detach()
+        return StageOutput(quantized, idx, commit)
+
+
+@dataclass
+class RVQOutput:
+    quantized: torch.Tensor  # [N, D] with straight-through gradient to the input
+    indices: torch.Tensor  # [N, S] (all stages, whatever the dropout)
+    commit_loss: torch.Tensor
+    n_stages: torch.Tensor  # [N] stages each vector's reconstruction used
+
+
+class ResidualVQ(nn.Module):
+    """S stages, each quantizing what the previous ones left over.
+
+    Quantizer dropout: in training, a share of the vectors reconstruct from a random prefix of the
+    stages, so that every prefix decodes to a usable image (one model for every rate). All stages
+    still see their residuals and learn, so their codebooks stay in use.
+    """
+
+    def __init__(self, dim: int, stages: int, codebook_size: int, code_dim: int | None = None,
+                 l2_normalize: bool = False, decay: float = 0.99, eps: float = 1e-5,
+                 dead_threshold: float = 1.0, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.dim, self.n_stages, self.dropout = dim, stages, dropout
+        self.layers = nn.ModuleList(
+            VectorQuantizer(dim, codebook_size, code_dim, l2_normalize, decay, eps, dead_threshold)
+            for _ in range(stages)
+        )
+
+    def forward(self, x: torch.Tensor, n_stages: torch.Tensor | int | None = None) -> RVQOutput:
+        """x: [N, D]. n_stages: per-vector prefix length; default: dropout in training, all otherwise."""
+        n, S = x.shape[0], self.n_stages
+        if n_stages is None:
+            n_stages = torch.full((n,), S, device=x.device, dtype=torch.long)
+            if self.training and self.dropout > 0:
+                drop = torch.rand(n, device=x.device) < self.dropout
+                n_stages = torch.where(drop, torch.randint(1, S + 1, (n,), device=x.device), n_stages)
+        elif isinstance(n_stages, int):
+            n_stages = torch.full((n,), n_stages, device=x.device, dtype=torch.long)
+        residual = x
+        total = torch.zeros_like(x)
+        indices, losses = [], []
+        for s, layer in enumerate(self.layers):
+            out = layer(residual)
+            residual = residual - out.quantized.detach()
+            keep = (n_stages > s).to(x.dtype)[:, None]
+            total = total + out.quantized * keep
+            indices.append(out.indices)
+            losses.append(out.commit_loss)
+        # Straight-through: value of the quantized sum, gradient of the identity to the encoder.
+        quantized = total + (x - x.detach())
+        return RVQOutput(quantized, torch.stack(indices, 1), torch.stack(losses).mean(), n_stages)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, n_stages: int | None = None) -> torch.Tensor:
+        """Indices [N, S'] for latent vectors x [N, D], greedily stage by stage."""
+        residual = x
+        out = []
+        for layer in self.layers[: n_stages or self.n_stages]:
+            idx = layer.encode(residual)
+            residual = residual - layer.lookup(idx)
+            out.append(idx)
+        return torch.stack(out, 1)
+
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        """Sum of the stage vectors for indices [..., S'] (any prefix of the stages) -> [..., D]."""
+        if indices.shape[-1] > self.n_stages:
+            raise ValueError(f"{indices.shape[-1]} stages given, the model has {self.n_stages}")
+        out = self.layers[0].lookup(indices[..., 0])
+        for s in range(1, indices.shape[-1]):
+            out = out + self.layers[s].lookup(indices[..., s])
+        return out

@@ -1,0 +1,330 @@
+"""Training loop: AdamW with warm-up and cosine decay, EMA codebooks, checkpoints, DDP.
+
+Run under `torchrun` for several GPUs or nodes: the process group is set up from the usual
+environment variables, the model is wrapped in DistributedDataParallel, and the quantizer
+synchronises its own statistics (see quantizer.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from .config import ModelConfig, TrainConfig
+from .data import CropDataset, StepSampler, pad_to_multiple, to_tensor, usable_images
+from .errors import VQError
+from .fileio import atomic_output
+from .images import load_image
+from .indexstats import collect_index_stats
+from .model import VQVAE
+from .weights import FORMAT_VERSION, parse_config, read_safetensors, release_tensors, save_weights
+
+CKPT_FORMAT = "vqcli-checkpoint"
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C during training; a checkpoint was saved at `path`."""
+
+    def __init__(self, path: Path, step: int) -> None:
+        super().__init__(f"interrupted at step {step}; checkpoint saved to {path}")
+        self.path, self.step = path, step
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def psnr(mse: float) -> float:
+    return 10 * math.log10(1.0 / max(mse, 1e-10))
+
+
+def lr_at(step: int, tcfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to 2% of the peak."""
+    if step < tcfg.warmup:
+        return tcfg.lr * (step + 1) / tcfg.warmup
+    t = (step - tcfg.warmup) / max(1, tcfg.steps - tcfg.warmup)
+    return tcfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+# -- distributed ---------------------------------------------------------------------------
+def dist_setup(device: torch.device) -> tuple[int, int]:
+    """(rank, world size); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend)
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+# -- checkpoints ---------------------------------------------------------------------------
+def save_checkpoint(path: Path, model: VQVAE, opt: torch.optim.Optimizer, cfg: ModelConfig, tcfg: TrainConfig,
+                    state: TrainState) -> None:
+    """Everything needed to resume exactly: model with EMA state, optimizer, RNGs, step."""
+    from safetensors.torch import save
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    osd = opt.state_dict()
+    for i, st in osd["state"].items():
+        for k, v in st.items():
+            tensors[f"optim.{i}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    meta = {
+        "format": CKPT_FORMAT, "format_version": str(FORMAT_VERSION), "config": cfg.to_json(),
+        "train_config": json.dumps(asdict(tcfg)), "optim_groups": json.dumps(osd["param_groups"]),
+        "state": json.dumps(asdict(state)),
+        "rng.python": json.dumps(random.getstate(), default=list),
+        "rng.numpy": json.dumps(np.random.get_state()[1].tolist() + list(np.random.get_state()[2:])),
+    }
+    with atomic_output(path) as f:
+        f.write(save(tensors, metadata=meta))
+
+
+def load_checkpoint(path: Path) -> tuple[ModelConfig, TrainConfig, dict[str, torch.Tensor], dict[str, str]]:
+    tensors, meta = read_safetensors(path, "a vq checkpoint")
+    cfg = parse_config(path, meta, CKPT_FORMAT)
+    tcfg = TrainConfig(**json.loads(meta["train_config"]))
+    return cfg, tcfg, tensors, meta
+
+
+def restore(model: VQVAE, opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> TrainState:
+    from .weights import load_state
+
+    model_t = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    load_state(Path("checkpoint"), model, model_t, strict_training=True)
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, i, name = k.split(".", 2)
+            state.setdefault(int(i), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": json.loads(meta["optim_groups"])})
+    torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    py = json.loads(meta["rng.python"])
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npst = json.loads(meta["rng.numpy"])
+    np.random.set_state(("MT19937", np.array(npst[:624], dtype=np.uint32), *npst[624:]))
+    return TrainState(**json.loads(meta["state"]))
+
+
+# -- validation ----------------------------------------------------------------------------
+@torch.no_grad()
+def validate(model: VQVAE, files: list[Path], device: torch.device, crop: int = 256) -> dict[str, Any]:
+    """PSNR for every prefix of stages and per-stage codebook usage over centre crops."""
+    model.eval()
+    S, K = model.cfg.stages, model.cfg.codebook_size
+    mse = np.zeros(S)
+    used = torch.zeros(S, K, dtype=torch.bool)
+    for p in files:
+        rgb = load_image(p).rgb
+        h, w = rgb.shape[:2]
+        y, x0 = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
+        x = to_tensor(rgb[y:y + crop, x0:x0 + crop]).to(device)
+        xp, _ = pad_to_multiple(x, model.factor)
+        idx = model.encode(xp)
+        for s in range(S):
+            used[s, idx[:, s].flatten().cpu()] = True
+            rec = model.decode(idx[:, : s + 1])[..., : x.shape[2], : x.shape[3]]
+            rec = (rec * 255).round() / 255  # as it would be stored
+            mse[s] += F.mse_loss(rec, x).item()
+    model.train()
+    mse /= max(1, len(files))
+    return {"psnr": [round(psnr(m), 3) for m in mse], "usage": [round(u, 4) for u in used.float().mean(1).tolist()]}
+
+
+# -- the loop ------------------------------------------------------------------------------
+def _reporter(total: int, start: int, enabled: bool):
+    """A rich live progress display on a terminal, periodic log lines otherwise."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    if not enabled:
+        return None, console
+    prog = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
+                    disable=not console.is_terminal)
+    prog.add_task("train", total=total, completed=start, info="")
+    return prog, console
+
+
+def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val_dir: Path | None = None,
+          resume: Path | None = None, ckpt: Path | None = None, device: str = "auto", half: bool = True,
+          progress: bool = True, log_every: int = 50, val_images: int = 8) -> dict[str, Any]:
+    """Train (or resume) and write release weights to `out`; returns the training summary."""
+    from .weights import resolve_device
+
+    dev = resolve_device(device)
+    if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
+        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    rank, world = dist_setup(dev)
+    ckpt = ckpt or out.with_name(out.name.removesuffix(".safetensors") + ".ckpt.safetensors")
+
+    resumed = None
+    if resume is not None:
+        cfg, old_t, r_tensors, r_meta = load_checkpoint(resume)
+        tcfg = TrainConfig(**{**asdict(old_t), "steps": tcfg.steps or old_t.steps})
+        resumed = (r_tensors, r_meta)
+    files = usable_images(data_dir)
+    val_files = usable_images(val_dir)[:val_images] if val_dir else []
+
+    torch.manual_seed(tcfg.seed + rank)
+    random.seed(tcfg.seed + rank)
+    np.random.seed(tcfg.seed + rank)
+    model = VQVAE(cfg).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay, betas=(0.9, 0.99))
+    state = TrainState()
+    if resumed:
+        state = restore(model, opt, *resumed)
+    net: torch.nn.Module = model
+    if world > 1:
+        # The quantizer keeps its buffers in sync itself; DDP must not overwrite them from rank 0.
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)
+
+    ds = CropDataset(files, tcfg.crop, tcfg.seed, rank)
+    loader = DataLoader(ds, batch_sampler=StepSampler(tcfg.batch_size, state.step, tcfg.steps),
+                        num_workers=tcfg.workers, pin_memory=dev.type == "cuda",
+                        persistent_workers=False, prefetch_factor=4 if tcfg.workers else None)
+    ms_ssim = None
+    if tcfg.msssim_weight > 0:
+        from pytorch_msssim import ms_ssim
+        if tcfg.crop < 176:
+            raise VQError(f"--msssim-weight needs --crop >= 176 (MS-SSIM's 5 scales), got {tcfg.crop}")
+
+    show = progress and rank == 0
+    prog, console = _reporter(tcfg.steps, state.step, show)
+    if rank == 0:
+        console.print(f"training {sum(p.numel() for p in model.parameters()):,} parameters on {dev} "
+                      f"x{world}, {len(files)} images, steps {state.step}->{tcfg.steps}, batch {tcfg.batch_size}x{tcfg.crop}²")
+    S, K = cfg.stages, cfg.codebook_size
+    used = torch.zeros(S, K, dtype=torch.bool)
+    acc = {"loss": 0.0, "mse": 0.0, "n": 0, "steps": 0}
+    t_last, n_last = time.time(), 0
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+    model.train()
+    step = state.step
+    t_start = time.time() - state.seconds
+    if prog:
+        prog.start()
+    try:
+        for batch in loader:
+            x = batch.to(dev, non_blocking=True).float() / 255.0
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, tcfg)
+            with autocast:
+                res = net(x)
+            recon = res.recon.float()
+            mse = F.mse_loss(recon, x)
+            loss = mse + cfg.beta * res.commit_loss
+            if ms_ssim is not None:
+                loss = loss + tcfg.msssim_weight * (1 - ms_ssim(recon.clamp(0, 1), x, data_range=1.0))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            full = res.n_stages.flatten() == S
+            idx = res.indices.permute(1, 0, 2, 3).reshape(S, -1).cpu()
+            for s in range(S):
+                used[s, idx[s]] = True
+            # Report PSNR of the full-rate reconstructions only, so dropout does not blur the figure.
+            if full.any():
+                err = (recon - x).pow(2).mean(1).flatten()  # per pixel
+                per_pos = res.n_stages.repeat_interleave(cfg.downsample, 1).repeat_interleave(cfg.downsample, 2).flatten()
+                acc["mse"] += err[per_pos == S].mean().item()
+                acc["n"] += 1
+            acc["loss"] += loss.item()
+            acc["steps"] += 1
+            n_last += x.shape[0] * world
+            if step % log_every == 0 or step == tcfg.steps:
+                dt = time.time() - t_last
+                info = {"step": step, "loss": round(acc["loss"] / acc["steps"], 5),
+                        "psnr": round(psnr(acc["mse"] / max(1, acc["n"])), 2),
+                        "usage": [round(u, 3) for u in used.float().mean(1).tolist()],
+                        "crops_per_s": round(n_last / max(dt, 1e-9), 2), "lr": lr_at(step, tcfg)}
+                state.history.append(info)
+                if rank == 0:
+                    usage = " ".join(f"{100 * u:.0f}" for u in info["usage"])
+                    line = (f"loss {info['loss']:.4f} psnr {info['psnr']:.2f} usage% {usage} "
+                            f"{info['crops_per_s']:.1f} crops/s")
+                    if prog and console.is_terminal:
+                        prog.update(prog.task_ids[0], completed=step, info=line)
+                    elif show:
+                        eta = (tcfg.steps - step) * dt / acc["steps"]
+                        console.print(f"step {step}/{tcfg.steps} {line} eta {eta / 60:.1f} min", highlight=False)
+                used.zero_()
+                acc = {"loss": 0.0, "mse": 0.0, "n": 0, "steps": 0}
+                t_last, n_last = time.time(), 0
+            elif prog:
+                prog.update(prog.task_ids[0], completed=step)
+            state.step, state.seconds = step, time.time() - t_start
+            if rank == 0 and val_files and (step % tcfg.val_every == 0 or step == tcfg.steps):
+                v = validate(model, val_files, dev)
+                state.history.append({"step": step, "val": v})
+                console.print(f"val @ {step}: psnr by stages {v['psnr']}  usage {v['usage']}", highlight=False)
+            if rank == 0 and step % tcfg.ckpt_every == 0:
+                save_checkpoint(ckpt, model, opt, cfg, tcfg, state)
+    except KeyboardInterrupt:
+        if prog:
+            prog.stop()
+        if rank == 0:
+            state.step, state.seconds = step, time.time() - t_start
+            save_checkpoint(ckpt, model, opt, cfg, tcfg, state)
+        raise TrainingInterrupted(ckpt, step) from None
+    if prog:
+        prog.stop()
+    summary: dict[str, Any] = {}
+    if rank == 0:
+        save_checkpoint(ckpt, model, opt, cfg, tcfg, state)
+        summary = finalize(model, cfg, tcfg, state, files, out, dev, half, console)
+    if world > 1:
+        dist.barrier()
+    return summary
+
+
+def finalize(model: VQVAE, cfg: ModelConfig, tcfg: TrainConfig, state: TrainState, files: list[Path], out: Path,
+             dev: torch.device, half: bool, console) -> dict[str, Any]:
+    """Write release weights: the inference tensors plus index histograms over the training images."""
+    from rich.progress import Progress
+
+    release = VQVAE(cfg).to(dev)
+    rt = release_tensors(model, {}, half)
+    release.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in rt.items()}, strict=False)
+    release.eval()
+    with Progress(console=console, disable=not console.is_terminal, transient=True) as p:
+        task = p.add_task("index histograms", total=len(files))
+        stats = collect_index_stats(release, files, dev, on_image=lambda _: p.advance(task))
+    hist = stats["histogram"]
+    summary = {
+        "steps": state.step, "seconds": round(state.seconds, 1), "images": len(files),
+        "train_config": asdict(tcfg), "torch": torch.__version__, "command": " ".join(sys.argv[-20:]),
+        "last": state.history[-1] if state.history else {},
+        "val": next((h["val"] for h in reversed(state.history) if "val" in h), None),
+        "used_codes_train": (hist > 0).sum(1).tolist(),
+    }
+    mid = save_weights(out, release, cfg, stats, summary, half=half)
+    console.print(f"wrote {out} (model id {mid}); codes used on train per stage: {summary['used_codes_train']}")
+    return {**summary, "model_id": mid}

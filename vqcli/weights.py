@@ -1,0 +1,184 @@
+"""Weights files: safetensors with the model config, a model id and index statistics.
+
+Layout of a release file:
+- network and codebook tensors (the model's state dict, EMA training state dropped);
+- ``stats.histogram`` [S, K] int64: per-stage index counts over the training data, from
+  which the codec derives its entropy-coding prior; other ``stats.*`` tensors may follow;
+- metadata (all strings): ``format`` = "vqcli-weights", ``format_version``, ``config``
+  (ModelConfig JSON), ``model_id`` (hash of every tensor), ``training`` (JSON summary).
+
+No pickle anywhere: checkpoints for resuming training use the same container (see train.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import ModelConfig
+from .errors import VQError
+from .fileio import atomic_output
+
+FORMAT = "vqcli-weights"
+FORMAT_VERSION = 1
+TRAINING_ONLY = ("ema_count", "ema_sum", "initialised")
+STATS_PREFIX = "stats."
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "default.safetensors"
+
+
+@dataclass
+class Weights:
+    """A loaded model with what came with it."""
+
+    model: Any  # VQVAE (imported lazily)
+    config: ModelConfig
+    model_id: str
+    stats: dict[str, torch.Tensor]
+    training: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def histogram(self) -> torch.Tensor:
+        return self.stats["histogram"]
+
+
+def default_weights_path() -> Path:
+    """The shipped weights: inside the package when installed as a wheel, else the repo's weights/."""
+    packaged = Path(__file__).resolve().parent / "weights" / "default.safetensors"
+    return packaged if packaged.exists() else DEFAULT_WEIGHTS
+
+
+def model_id_of(tensors: dict[str, torch.Tensor]) -> str:
+    """A short hash of every tensor's name, dtype, shape and bytes (order independent)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def release_tensors(model: torch.nn.Module, stats: dict[str, torch.Tensor], half: bool = False) -> dict[str, torch.Tensor]:
+    """The tensors a release file stores: inference state (optionally fp16) plus statistics."""
+    out = {}
+    for name, t in model.state_dict().items():
+        if name.rsplit(".", 1)[-1] in TRAINING_ONLY:
+            continue
+        t = t.detach().cpu()
+        out[name] = t.half() if half and t.is_floating_point() else t.float() if t.is_floating_point() else t
+    for name, t in stats.items():
+        out[STATS_PREFIX + name] = t.detach().cpu().contiguous()
+    return out
+
+
+def save_weights(path: Path | str, model: torch.nn.Module, config: ModelConfig, stats: dict[str, torch.Tensor],
+                 training: dict[str, Any] | None = None, half: bool = False) -> str:
+    """Write release weights atomically; returns the model id."""
+    from safetensors.torch import save
+
+    tensors = {k: v.contiguous() for k, v in release_tensors(model, stats, half).items()}
+    mid = model_id_of(tensors)
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "config": config.to_json(),
+            "model_id": mid, "training": json.dumps(training or {}, sort_keys=True)}
+    with atomic_output(path) as f:
+        f.write(save(tensors, metadata=meta))
+    return mid
+
+
+def read_safetensors(path: Path, what: str = "vq weights") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file, with one-line errors."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise VQError(f"{path}: no such file") from None
+    except OSError as e:
+        raise VQError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        tensors = load(data)
+        n = int.from_bytes(data[:8], "little")
+        meta = json.loads(data[8:8 + n]).get("__metadata__") or {}
+    except (SafetensorError, ValueError, UnicodeDecodeError, OverflowError) as e:
+        raise VQError(f"{path}: not {what} (not a valid safetensors file: {str(e).splitlines()[0]})") from None
+    return tensors, meta
+
+
+def parse_config(path: Path, meta: dict[str, str], kind: str = FORMAT) -> ModelConfig:
+    if meta.get("format") != kind:
+        raise VQError(f"{path}: not vq weights (format is {meta.get('format')!r}, expected {kind!r})")
+    if meta.get("format_version") != str(FORMAT_VERSION):
+        raise VQError(f"{path}: written by an incompatible version (weights format "
+                      f"{meta.get('format_version')}, this vq reads {FORMAT_VERSION})")
+    try:
+        return ModelConfig.from_json(meta["config"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise VQError(f"{path}: bad model config in metadata ({e})") from None
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' picks CUDA when available; an unavailable explicit device is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise VQError("--device cuda: CUDA is not available on this machine")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise VQError(f"--device {device}: expected auto, cpu or cuda")
+    return torch.device(device)
+
+
+def load_state(path: Path, model: torch.nn.Module, tensors: dict[str, torch.Tensor], strict_training: bool) -> None:
+    """Copy tensors into the model, naming any missing or mis-shaped one."""
+    state = model.state_dict()
+    missing = [k for k in state if k not in tensors and (strict_training or k.rsplit(".", 1)[-1] not in TRAINING_ONLY)]
+    if missing:
+        raise VQError(f"{path}: weights do not match the model: missing {', '.join(missing[:3])}"
+                      + (f" and {len(missing) - 3} more" if len(missing) > 3 else ""))
+    unexpected = [k for k in tensors if k not in state and not k.startswith(STATS_PREFIX)]
+    if unexpected:
+        raise VQError(f"{path}: weights do not match the model: unexpected tensor {unexpected[0]}")
+    for k, t in tensors.items():
+        if k in state and tuple(t.shape) != tuple(state[k].shape):
+            raise VQError(f"{path}: weights do not match the model: {k} has shape {tuple(t.shape)}, "
+                          f"expected {tuple(state[k].shape)}")
+    with torch.no_grad():
+        for k, v in state.items():
+            if k in tensors:
+                v.copy_(tensors[k].to(v.dtype))
+            elif k.endswith("initialised"):
+                v.fill_(True)
+
+
+def load_weights(path: Path | str | None = None, device: str | torch.device = "cpu") -> Weights:
+    """Load release weights onto a device (fp16-stored tensors are widened to fp32)."""
+    from .model import VQVAE
+
+    path = Path(path) if path is not None else default_weights_path()
+    if not path.exists():
+        raise VQError(f"{path}: no such file" + (" (the default weights are missing: pass --weights)"
+                                                  if path == default_weights_path() else ""))
+    tensors, meta = read_safetensors(path)
+    config = parse_config(path, meta)
+    dev = resolve_device(device) if isinstance(device, str) else device
+    model = VQVAE(config)
+    load_state(path, model, tensors, strict_training=False)
+    stats = {k[len(STATS_PREFIX):]: v for k, v in tensors.items() if k.startswith(STATS_PREFIX)}
+    hist = stats.get("histogram")
+    if hist is None or tuple(hist.shape) != (config.stages, config.codebook_size):
+        raise VQError(f"{path}: weights do not match the model: stats.histogram missing or not "
+                      f"[{config.stages}, {config.codebook_size}]")
+    mid = model_id_of(tensors)
+    if meta.get("model_id") not in (None, mid):
+        raise VQError(f"{path}: corrupt weights (model id {meta.get('model_id')} in the header, {mid} computed)")
+    try:
+        training = json.loads(meta.get("training", "{}"))
+    except ValueError:
+        training = {}
+    model.to(dev).eval()
+    return Weights(model, config, mid, stats, training, path)
