@@ -21,12 +21,12 @@ class ModelConfig:
     """Width at each resolution level, from the stem level down to the latent level."""
     res_blocks: int = 2
     """Residual blocks per level (encoder and decoder)."""
-    latent_dim: int = 64
+    latent_dim: int = 32
     """Dimension D of the encoder output that the quantizer sees."""
     # Residual vector quantizer
     codebook_size: int = 256
     """K, codes per stage."""
-    stages: int = 10
+    stages: int = 12
     """S, number of RVQ stages."""
     code_dim: int | None = None
     """Factorised lookup dimension (None: codes live in the latent space)."""
@@ -84,7 +84,7 @@ PRESETS: dict[str, ModelConfig] = {
     # A few thousand parameters: for tests and smoke runs.
     "tiny": ModelConfig(downsample=8, stem=2, channels=(8, 12, 16), res_blocks=0, latent_dim=8,
                         codebook_size=16, stages=3, dead_threshold=0.5),
-    # CPU-friendly default: f8, 4x pixel-unshuffle stem, 10 stages x 256 codes (about 0.1 to 1 bpp).
+    # CPU-friendly default: f8, 4x pixel-unshuffle stem, 12 stages x 256 codes (about 0.1 to 1.3 bpp).
     "cpu": ModelConfig(),
     # f8 with more width for GPU training.
     "gpu": ModelConfig(downsample=8, stem=2, channels=(96, 192, 256), res_blocks=2, latent_dim=64,

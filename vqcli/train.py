@@ -11,11 +11,13 @@ import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -33,6 +35,13 @@ from .model import VQVAE
 from .weights import FORMAT_VERSION, parse_config, read_safetensors, release_tensors, save_weights
 
 CKPT_FORMAT = "vqcli-checkpoint"
+
+
+@dataclass
+class TrainResult:
+    model: VQVAE
+    summary: dict[str, Any]  # as stored in the weights (rank 0 only; empty elsewhere)
+    history: list[dict[str, Any]]
 
 
 class TrainingInterrupted(Exception):
@@ -152,6 +161,17 @@ def validate(model: VQVAE, files: list[Path], device: torch.device, crop: int = 
     return {"psnr": [round(psnr(m), 3) for m in mse], "usage": [round(u, 4) for u in used.float().mean(1).tolist()]}
 
 
+def _sigterm_as_interrupt():
+    """Treat SIGTERM (a scheduler's preemption, `kill`) like Ctrl-C: checkpoint, then stop."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
 # -- the loop ------------------------------------------------------------------------------
 def _reporter(total: int, start: int, enabled: bool):
     """A rich live progress display on a terminal, periodic log lines otherwise."""
@@ -170,8 +190,9 @@ def _reporter(total: int, start: int, enabled: bool):
 
 def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val_dir: Path | None = None,
           resume: Path | None = None, ckpt: Path | None = None, device: str = "auto", half: bool = True,
-          progress: bool = True, log_every: int = 50, val_images: int = 8) -> dict[str, Any]:
-    """Train (or resume) and write release weights to `out`; returns the training summary."""
+          progress: bool = True, log_every: int = 50, val_images: int = 8,
+          on_step: Callable[[int], None] | None = None) -> TrainResult:
+    """Train (or resume) and write release weights to `out` (rank 0)."""
     from .weights import resolve_device
 
     dev = resolve_device(device)
@@ -207,7 +228,10 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
     ds = CropDataset(files, tcfg.crop, tcfg.seed, rank)
     loader = DataLoader(ds, batch_sampler=StepSampler(tcfg.batch_size, state.step, tcfg.steps),
                         num_workers=tcfg.workers, pin_memory=dev.type == "cuda",
-                        persistent_workers=False, prefetch_factor=4 if tcfg.workers else None)
+                        persistent_workers=False, prefetch_factor=4 if tcfg.workers else None,
+                        # Its own generator: creating the iterator must not draw from the global RNG,
+                        # or a resumed run would drift from an uninterrupted one.
+                        generator=torch.Generator().manual_seed(tcfg.seed))
     ms_ssim = None
     if tcfg.msssim_weight > 0:
         from pytorch_msssim import ms_ssim
@@ -229,6 +253,7 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
     t_start = time.time() - state.seconds
     if prog:
         prog.start()
+    previous_term = _sigterm_as_interrupt()
     try:
         for batch in loader:
             x = batch.to(dev, non_blocking=True).float() / 255.0
@@ -287,6 +312,8 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
                 console.print(f"val @ {step}: psnr by stages {v['psnr']}  usage {v['usage']}", highlight=False)
             if rank == 0 and step % tcfg.ckpt_every == 0:
                 save_checkpoint(ckpt, model, opt, cfg, tcfg, state)
+            if on_step:
+                on_step(step)
     except KeyboardInterrupt:
         if prog:
             prog.stop()
@@ -294,6 +321,9 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
             state.step, state.seconds = step, time.time() - t_start
             save_checkpoint(ckpt, model, opt, cfg, tcfg, state)
         raise TrainingInterrupted(ckpt, step) from None
+    finally:
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
     if prog:
         prog.stop()
     summary: dict[str, Any] = {}
@@ -302,7 +332,7 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
         summary = finalize(model, cfg, tcfg, state, files, out, dev, half, console)
     if world > 1:
         dist.barrier()
-    return summary
+    return TrainResult(model, summary, state.history)
 
 
 def finalize(model: VQVAE, cfg: ModelConfig, tcfg: TrainConfig, state: TrainState, files: list[Path], out: Path,
@@ -328,3 +358,19 @@ def finalize(model: VQVAE, cfg: ModelConfig, tcfg: TrainConfig, state: TrainStat
     mid = save_weights(out, release, cfg, stats, summary, half=half)
     console.print(f"wrote {out} (model id {mid}); codes used on train per stage: {summary['used_codes_train']}")
     return {**summary, "model_id": mid}
+
+
+def export_checkpoint(ckpt: Path, data_dir: Path, out: Path, device: str = "cpu", half: bool = True,
+                      limit: int | None = None) -> dict[str, Any]:
+    """Release weights from a training checkpoint (index statistics over data_dir's images)."""
+    from rich.console import Console
+
+    from .weights import resolve_device
+
+    cfg, tcfg, tensors, meta = load_checkpoint(ckpt)
+    model = VQVAE(cfg)
+    opt = torch.optim.AdamW(model.parameters())
+    state = restore(model, opt, tensors, meta)
+    files = usable_images(data_dir)[:limit]
+    dev = resolve_device(device)
+    return finalize(model.to(dev), cfg, tcfg, state, files, out, dev, half, Console(stderr=True))

@@ -1,0 +1,41 @@
+# The single truth of set-up: `make demo` (install + run on the shipped weights), `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# CPU torch: on this project's machines `pip install torch==2.13.0` takes a local CPU build.
+# Elsewhere, to avoid a multi-GB CUDA download, point TORCH_PIP at PyTorch's CPU wheel index, e.g.
+#   make install TORCH_PIP="torch --index-url https://download.pytorch.org/whl/cpu"
+TORCH_PIP ?= torch==2.13.0
+VAL    ?= ../shared/data/val
+OUT    ?= out
+
+.PHONY: install test demo bench lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_PIP)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest
+
+demo: install
+	@mkdir -p $(OUT)
+	$(BIN)/vq compress docs/sample/ladybird.jpg -o $(OUT)/ladybird.vqz -f --verify
+	$(BIN)/vq decompress $(OUT)/ladybird.vqz -o $(OUT)/ladybird.png -f
+	$(BIN)/vq info $(OUT)/ladybird.vqz
+	$(BIN)/vq stats codebook
+
+bench: install
+	@mkdir -p $(OUT)
+	$(BIN)/vq eval $(VAL) --plot $(OUT)/rd.png --json $(OUT)/eval.json
+
+lint: install
+	$(BIN)/python -m ruff check vqcli tests
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache
