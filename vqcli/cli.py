@@ -87,6 +87,77 @@ def train(
         raise typer.Exit(130) from None
 
 
+CodecWeightsOpt = Annotated[Optional[Path], typer.Option("--weights",
+                                                        help="Weights file (default: the shipped model).")]
+CodecForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
+CodecJsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
+
+
+def _guard_usage(fn):
+    """Usage errors (vqcli.codecli.UsageError) exit 2; run_guarded turns other errors into exit 1."""
+    from .codecli import UsageError
+
+    def wrapped(*args):
+        try:
+            return fn(*args)
+        except UsageError as e:
+            raise fail(str(e), 2) from None
+    return wrapped
+
+
+@app.command()
+def compress(
+    inputs: Annotated[list[str], typer.Argument(help="Images or folders ('-': stdin).", metavar="IN",
+                                                show_default=False)],
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output file, or folder for several "
+                                                  "inputs ('-': stdout). Default: IN.vqz.")] = None,
+    weights: CodecWeightsOpt = None,
+    stages: Annotated[Optional[int], typer.Option(
+        help="Keep the first N RVQ stages (default: ceil(0.6 S), 6 of 10).")] = None,
+    bpp: Annotated[Optional[float], typer.Option(help="Most stages whose file fits X bits per pixel.")] = None,
+    psnr: Annotated[Optional[float], typer.Option(help="Fewest stages reaching DB decibels PSNR.")] = None,
+    force: CodecForceOpt = False,
+    json_out: CodecJsonOpt = False,
+    verify: Annotated[bool, typer.Option(help="Decode the result and report PSNR and MS-SSIM.")] = False,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Compress images to .vqz files."""
+    from .codecli import run_compress
+
+    code = run_guarded(_guard_usage(run_compress), inputs, output, weights, device, stages, bpp, psnr, force,
+                       json_out, verify)
+    raise typer.Exit(code)
+
+
+@app.command()
+def decompress(
+    input: Annotated[str, typer.Argument(help=".vqz file ('-': stdin).", metavar="IN", show_default=False)],
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output image; the extension picks "
+                                                  "the format ('-': PNG on stdout). Default: IN.png.")] = None,
+    weights: CodecWeightsOpt = None,
+    stages: Annotated[Optional[int], typer.Option(help="Decode only the first N stages.")] = None,
+    force: CodecForceOpt = False,
+    json_out: CodecJsonOpt = False,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Decompress a .vqz file to an image."""
+    from .codecli import run_decompress
+
+    raise typer.Exit(run_guarded(_guard_usage(run_decompress), input, output, weights, device, stages, force,
+                                 json_out))
+
+
+@app.command()
+def info(
+    file: Annotated[str, typer.Argument(help=".vqz file ('-': stdin).", metavar="FILE", show_default=False)],
+    json_out: CodecJsonOpt = False,
+) -> None:
+    """Show a .vqz file's header, chunks and bits per stage (without loading the model)."""
+    from .codecli import run_info
+
+    raise typer.Exit(run_guarded(run_info, file, json_out))
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

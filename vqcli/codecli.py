@@ -1,0 +1,330 @@
+"""What `vq compress`, `vq decompress` and `vq info` do, behind the thin Typer layer in cli.py:
+resolving inputs and outputs, batching, tables and JSON. Errors are VQError (exit 1) or
+UsageError (exit 2); nothing here prints a traceback or leaves a partial output file.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import VQError
+from .fileio import write_atomic
+
+STDIO = "-"
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
+                  ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+class UsageError(VQError):
+    """Bad usage: the CLI exits with code 2."""
+
+
+@dataclass
+class Job:
+    src: str  # a path or "-"
+    dst: str  # a path or "-"
+    mkdir: bool = False  # a batch output below -o DIR mirrors the input's sub-folders
+
+
+def _console(stderr: bool = True):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _read_input(src: str) -> bytes:
+    if src == STDIO:
+        return sys.stdin.buffer.read()
+    p = Path(src)
+    try:
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise VQError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise VQError(f"{p}: is a directory") from None
+    except OSError as e:
+        raise VQError(f"{p}: cannot read ({e.strerror})") from None
+
+
+def _check_output(dst: str, force: bool) -> None:
+    """Fail before any work if the output cannot be written."""
+    if dst == STDIO:
+        return
+    p = Path(dst)
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise VQError(f"{p}: output directory {parent} does not exist")
+    if p.is_dir():
+        raise VQError(f"{p}: is a directory")
+    if not force and p.exists():
+        raise VQError(f"{p}: already exists (use -f to overwrite)")
+
+
+def _refuse_tty(dst: str) -> None:
+    if dst == STDIO and sys.stdout.isatty():
+        raise UsageError("refusing to write binary data to a terminal (redirect stdout or use -o)")
+
+
+def _write_output(dst: str, data: bytes, force: bool) -> None:
+    if dst == STDIO:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        write_atomic(dst, data, force=force)
+
+
+def _name(src: str) -> str:
+    return "<stdin>" if src == STDIO else src
+
+
+# -- compress -----------------------------------------------------------------------------------
+def plan_compress(inputs: list[str], output: str | None) -> tuple[list[Job], bool]:
+    """(jobs, batch): a directory or several inputs make a batch, whose -o must be a directory."""
+    from .images import find_images
+
+    if not inputs:
+        raise UsageError("no input given")
+    if STDIO in inputs and len(inputs) > 1:
+        raise UsageError("'-' (stdin) cannot be mixed with other inputs")
+    batch = len(inputs) > 1 or any(Path(i).is_dir() for i in inputs if i != STDIO)
+    if not batch:
+        src = inputs[0]
+        dst = output if output is not None else (STDIO if src == STDIO else str(Path(src).with_suffix(".vqz")))
+        return [Job(src, dst)], False
+    out_dir = Path(output) if output is not None else None
+    if output == STDIO:
+        raise UsageError("-o - (stdout) takes a single input")
+    if out_dir is not None and not out_dir.is_dir():
+        raise UsageError(f"{out_dir}: with several inputs -o must be an existing directory")
+    jobs: list[Job] = []
+    for i in inputs:
+        p = Path(i)
+        if p.is_dir():
+            files = find_images(p)
+            if not files:
+                raise VQError(f"{p}: no images found (png, jpg, webp, tiff, bmp)")
+            pairs = [(f, f.relative_to(p)) for f in files]
+        else:
+            pairs = [(p, Path(p.name))]
+        for f, rel in pairs:
+            dst = (out_dir / rel if out_dir is not None else f).with_suffix(".vqz")
+            jobs.append(Job(str(f), str(dst), mkdir=out_dir is not None and len(rel.parts) > 1))
+    seen: dict[str, str] = {}
+    for j in jobs:
+        if j.dst in seen:
+            raise UsageError(f"{j.src} and {seen[j.dst]} would both be written to {j.dst}")
+        seen[j.dst] = j.src
+    return jobs, True
+
+
+def _compress_one(weights, job: Job, rate: dict, force: bool, verify: bool) -> dict[str, Any]:
+    from .codec import compress, decompress, quality
+    from .images import decode_image
+
+    if job.mkdir:
+        Path(job.dst).parent.mkdir(parents=True, exist_ok=True)
+    _check_output(job.dst, force)
+    raw = _read_input(job.src)
+    image = decode_image(raw, _name(job.src))
+    result = compress(weights, image, **rate, name=_name(job.src))
+    h, w = image.rgb.shape[:2]
+    info: dict[str, Any] = {"input": _name(job.src), "output": "<stdout>" if job.dst == STDIO else job.dst,
+                            "input_bytes": len(raw), "output_bytes": len(result.data),
+                            "ratio_raw_rgb": 3 * w * h / len(result.data), "ratio_input": len(raw) / len(result.data),
+                            **result.to_dict()}
+    if verify:
+        dec = decompress(weights, result.data, name=info["output"])
+        info["verify"] = {**quality(image.rgb, dec.rgb),
+                          "alpha_exact": None if image.alpha is None else bool((dec.alpha == image.alpha).all())}
+    _write_output(job.dst, result.data, force)
+    return info
+
+
+def _fmt(v: float | None, spec: str = ".2f") -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def compress_table(info: dict[str, Any]):
+    from rich.table import Table
+
+    t = Table(title=f"{info['input']} -> {info['output']}", title_justify="left", show_header=False, box=None)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("size", f"{info['width']}x{info['height']} {info['mode']}")
+    t.add_row("bytes", f"{info['input_bytes']:,} -> {info['output_bytes']:,}")
+    t.add_row("bpp", f"{info['bpp']:.4f}")
+    t.add_row("ratio", f"{info['ratio_raw_rgb']:.1f}x raw RGB, {info['ratio_input']:.1f}x input file")
+    t.add_row("stages", f"{info['stages']} of {info['model_stages']} ({info['rate']}), "
+                        f"{info['entropy_model']} entropy model")
+    if info.get("note"):
+        t.add_row("note", info["note"])
+    if "verify" in info:
+        v = info["verify"]
+        extra = f"MS-SSIM {_fmt(v['ms_ssim'], '.4f')}" if v["ms_ssim"] is not None else f"SSIM {_fmt(v['ssim'], '.4f')}"
+        t.add_row("verify", f"PSNR {_fmt(v['psnr'])} dB, {extra}"
+                  + ("" if v["alpha_exact"] is None else f", alpha exact: {v['alpha_exact']}"))
+    s = Table(show_edge=False)
+    for col in ("stage", "bytes", "bits/index", "entropy", "cross-entropy", "codes used"):
+        s.add_column(col, justify="right")
+    for st in info["stage_stats"]:
+        s.add_row(str(st["stage"]), f"{st['bytes']:,}", f"{st['bits_per_index']:.3f}", f"{st['entropy']:.3f}",
+                  f"{st['cross_entropy']:.3f}", str(st["codes_used"]))
+    return t, s
+
+
+def run_compress(inputs: list[str], output: str | None, weights_path: Path | None, device: str,
+                 stages: int | None, bpp: float | None, psnr: float | None, force: bool, as_json: bool,
+                 verify: bool) -> int:
+    """Returns the exit code (0, or 1 when some file of a batch failed)."""
+    from .weights import load_weights
+
+    if sum(v is not None for v in (stages, bpp, psnr)) > 1:
+        raise UsageError("choose one of --stages, --bpp and --psnr")
+    if bpp is not None and not bpp > 0:
+        raise UsageError(f"--bpp {bpp}: must be positive")
+    jobs, batch = plan_compress(inputs, output)
+    for j in jobs:
+        _refuse_tty(j.dst)
+    if as_json and any(j.dst == STDIO for j in jobs):
+        raise UsageError("--json cannot be used while the compressed file goes to stdout")
+    weights = load_weights(weights_path, device)
+    if stages is not None and not 1 <= stages <= weights.config.stages:
+        raise UsageError(f"--stages {stages}: the model has stages 1 to {weights.config.stages}")
+    rate = {"stages": stages, "bpp": bpp, "psnr": psnr}
+    to_stdout = any(j.dst == STDIO for j in jobs)
+    out = _console(stderr=to_stdout)
+    err = _console()
+    results, failed = [], 0
+    if not batch:
+        results.append(_compress_one(weights, jobs[0], rate, force, verify))
+    else:
+        from rich.progress import Progress
+
+        with Progress(console=err, transient=True, disable=not err.is_terminal) as prog:
+            task = prog.add_task("compressing", total=len(jobs))
+            for job in jobs:
+                try:
+                    results.append(_compress_one(weights, job, rate, force, verify))
+                except VQError as e:
+                    failed += 1
+                    err.print(f"vq: error: {e}", markup=False, highlight=False, soft_wrap=True)
+                    results.append({"input": job.src, "output": job.dst, "error": str(e)})
+                prog.advance(task)
+    if as_json:
+        print(json.dumps(results if batch else results[0], indent=1))
+    else:
+        for info in results:
+            if "error" not in info:
+                for t in compress_table(info):
+                    out.print(t)
+    return 1 if failed else 0
+
+
+# -- decompress ---------------------------------------------------------------------------------
+def encode_output(dec, dst: str, name: str) -> tuple[bytes, str | None]:
+    """The decoded image in the format its extension names (PNG for stdout); returns a note
+    when the format cannot hold everything (alpha in JPEG or BMP)."""
+    import io
+
+    suffix = ".png" if dst == STDIO else Path(dst).suffix.lower()
+    fmt = OUTPUT_FORMATS.get(suffix)
+    if fmt is None:
+        raise UsageError(f"{dst}: unsupported output format {suffix or '(no extension)'} "
+                         f"(use {', '.join(sorted(OUTPUT_FORMATS))})")
+    im, note = dec.to_pil(), None
+    opts: dict[str, Any] = {}
+    if fmt in ("JPEG", "BMP") and im.mode in ("RGBA", "LA"):
+        im, note = im.convert("RGB" if im.mode == "RGBA" else "L"), f"{fmt} has no alpha: alpha dropped"
+    if fmt == "JPEG":
+        opts = {"quality": 95}
+    elif fmt == "WEBP":
+        opts = {"lossless": True}  # the decoded image is the result: do not add a second loss
+    elif fmt == "PNG":
+        opts = {"optimize": False}
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **opts)
+    return buf.getvalue(), note
+
+
+def run_decompress(src: str, output: str | None, weights_path: Path | None, device: str, stages: int | None,
+                   force: bool, as_json: bool) -> int:
+    from .codec import decompress
+    from .weights import load_weights
+
+    dst = output if output is not None else (STDIO if src == STDIO else str(Path(src).with_suffix(".png")))
+    if as_json and dst == STDIO:
+        raise UsageError("--json cannot be used while the image goes to stdout")
+    _refuse_tty(dst)
+    if stages is not None and stages < 1:
+        raise UsageError(f"--stages {stages}: must be at least 1")
+    if dst != STDIO and Path(dst).suffix.lower() not in OUTPUT_FORMATS:
+        raise UsageError(f"{dst}: unsupported output format {Path(dst).suffix or '(no extension)'} "
+                         f"(use {', '.join(sorted(OUTPUT_FORMATS))})")
+    _check_output(dst, force)
+    name = _name(src)
+    data = _read_input(src)
+    from . import format as vqz
+
+    vqz.read_header(data, name)  # a non-vqz input fails before the weights load
+    weights = load_weights(weights_path, device)
+    dec = decompress(weights, data, stages, name)
+    payload, note = encode_output(dec, dst, name)
+    _write_output(dst, payload, force)
+    h = dec.header
+    info = {"input": name, "output": "<stdout>" if dst == STDIO else dst, "width": h.width, "height": h.height,
+            "mode": h.mode, "stages": dec.stages, "stages_stored": h.stages, "truncated": dec.truncated,
+            "model_id": h.model_id, "output_bytes": len(payload), "note": note}
+    err = _console()
+    if note:
+        err.print(f"vq: note: {name}: {note}", markup=False)
+    if dec.truncated:
+        err.print(f"vq: note: {name}: file is cut after stage {dec.stages} of {h.stages}; decoded those",
+                  markup=False)
+    if as_json:
+        print(json.dumps(info, indent=1))
+    elif dst != STDIO:
+        _console(stderr=False).print(f"{name} -> {dst}: {h.width}x{h.height} {h.mode}, "
+                                     f"{dec.stages} of {h.stages} stages", markup=False)
+    return 0
+
+
+# -- info ---------------------------------------------------------------------------------------
+def run_info(src: str, as_json: bool) -> int:
+    """Header and chunk summary of a .vqz file (no torch)."""
+    from . import format as vqz
+
+    info = vqz.info(_read_input(src), _name(src))
+    if as_json:
+        print(json.dumps(info, indent=1))
+        return 0
+    from rich.table import Table
+
+    t = Table(title=info["file"], title_justify="left", show_header=False, box=None)
+    t.add_column(style="bold")
+    t.add_column()
+    rows = [("format version", info["format_version"]), ("size", f"{info['width']}x{info['height']} {info['mode']}"),
+            ("bytes", f"{info['bytes']:,} ({info['bpp']:.4f} bpp)"), ("model id", info["model_id"]),
+            ("latent grid", f"{info['latent_grid'][0]}x{info['latent_grid'][1]} (factor {info['factor']}, "
+                            f"padding {info['padding'][0]} bottom, {info['padding'][1]} right)"),
+            ("codebook", info["codebook_size"]),
+            ("stages", f"{info['stages_present']} present of {info['stages_stored']} stored, "
+                       f"model has {info['model_stages']}"
+                       + (" (file cut short)" if info["truncated"] else "")),
+            ("entropy model", info["entropy_model"])]
+    if info["alpha_bytes"] is not None:
+        rows.append(("alpha chunk", f"{info['alpha_bytes']:,} bytes (zlib, lossless)"))
+    for k, v in rows:
+        t.add_row(k, str(v))
+    s = Table(show_edge=False)
+    for col in ("stage", "bytes", "bits", "bits/index"):
+        s.add_column(col, justify="right")
+    for st in info["stages"]:
+        s.add_row(str(st["stage"]), f"{st['bytes']:,}", f"{st['bits']:,}", f"{st['bits_per_index']:.3f}")
+    con = _console(stderr=False)
+    con.print(t)
+    con.print(s)
+    return 0

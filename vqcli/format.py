@@ -1,0 +1,245 @@
+"""The .vqz container: the one place that knows its byte layout (see docs/FORMAT.md).
+
+No torch import, so `vq info` is instant. All integers are little-endian.
+
+    header (42 bytes, fixed):
+        magic        8   b"\\x89VQZ\\r\\n\\x1a\\n" (PNG-style: catches text-mode mangling)
+        version      u8  FORMAT_VERSION
+        mode         u8  0 RGB, 1 RGBA, 2 L (grey), 3 LA  (alpha modes carry an alpha chunk)
+        entropy      u8  entropy model of the stage chunks (0 static prior, 1 context model)
+        factor       u8  model downsampling factor f
+        model_stages u8  S of the model
+        stages       u8  stage chunks stored (1..S)
+        width        u32 image width in pixels
+        height       u32 image height in pixels
+        grid_w       u16 latent grid width  = ceil(width / f)
+        grid_h       u16 latent grid height = ceil(height / f)
+        codebook     u16 K, codes per stage
+        model_id     8   the weights' model id (16 hex chars as 8 raw bytes)
+        reserved     2   zero
+        header_crc   u32 CRC32 of the 38 bytes before it
+    then chunks, each:  type u8 (b"A" alpha, b"S" stage), index u8, length u32, crc u32 (CRC32
+    of type, index, length and payload), payload.  The alpha chunk (zlib of the H*W alpha
+    plane, lossless) comes first, then the stage chunks in stage order, so that a file cut
+    at a chunk boundary after stage k still holds a decodable stage-k image.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+from .errors import VQError
+
+MAGIC = b"\x89VQZ\r\n\x1a\n"
+FORMAT_VERSION = 1
+MODES = ("RGB", "RGBA", "L", "LA")
+ENTROPY_MODELS = ("static", "context")
+MAX_SIDE = 65535  # grid sides are u16 and every photo we expect fits
+MAX_PIXELS = 100_000_000  # same bound as vqcli.images
+MAX_STAGES = 255
+MAX_CODEBOOK = 65535
+
+_HEAD = struct.Struct("<8sBBBBBBIIHHH8s2s")
+_CHUNK = struct.Struct("<cBII")
+HEADER_SIZE = _HEAD.size + 4
+CHUNK_HEAD_SIZE = _CHUNK.size
+
+
+@dataclass
+class Header:
+    width: int
+    height: int
+    mode: str  # one of MODES
+    model_id: str  # 16 hex chars
+    factor: int
+    model_stages: int
+    stages: int  # stage chunks the file says it stores
+    codebook: int
+    entropy: str = "static"  # one of ENTROPY_MODELS
+    version: int = FORMAT_VERSION
+
+    @property
+    def has_alpha(self) -> bool:
+        return self.mode in ("RGBA", "LA")
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Latent grid (h, w)."""
+        return -(-self.height // self.factor), -(-self.width // self.factor)
+
+    @property
+    def padding(self) -> tuple[int, int]:
+        """Replicate padding (bottom, right) in pixels added before encoding."""
+        gh, gw = self.grid
+        return gh * self.factor - self.height, gw * self.factor - self.width
+
+
+@dataclass
+class Container:
+    header: Header
+    stage_chunks: list[bytes]  # complete stage payloads present, in order (may be fewer than header.stages)
+    alpha: bytes | None = None  # the zlib alpha payload
+    chunk_sizes: list[tuple[str, int]] = field(default_factory=list)  # ("alpha"|"stage k", bytes incl. head)
+    truncated: bool = False  # the file ends at a chunk boundary before all stages
+
+    @property
+    def stages_available(self) -> int:
+        return len(self.stage_chunks)
+
+
+def check_header(h: Header, name: str) -> None:
+    """Bounds every field must satisfy, on writing and reading."""
+    if not (1 <= h.width <= MAX_SIDE and 1 <= h.height <= MAX_SIDE) or h.width * h.height > MAX_PIXELS:
+        raise VQError(f"{name}: absurd dimensions {h.width}x{h.height} (limit {MAX_SIDE} per side, "
+                      f"{MAX_PIXELS} pixels)")
+    if h.factor < 1 or h.factor > 128 or h.factor & (h.factor - 1):
+        raise VQError(f"{name}: bad header (downsampling factor {h.factor})")
+    if not (1 <= h.stages <= h.model_stages <= MAX_STAGES):
+        raise VQError(f"{name}: bad header ({h.stages} stages stored of {h.model_stages})")
+    if not 2 <= h.codebook <= MAX_CODEBOOK:
+        raise VQError(f"{name}: bad header (codebook size {h.codebook})")
+    if h.mode not in MODES or h.entropy not in ENTROPY_MODELS:
+        raise VQError(f"{name}: bad header (mode {h.mode!r}, entropy model {h.entropy!r})")
+    if len(h.model_id) != 16:
+        raise VQError(f"{name}: bad header (model id {h.model_id!r})")
+
+
+def max_stage_bytes(h: Header) -> int:
+    """Upper bound on a stage chunk: the tables give every code at least 2^-24 of probability
+    mass, so no index costs more than 24 bits, plus the coder's flush words."""
+    gh, gw = h.grid
+    return 3 * gh * gw + 64
+
+
+def max_alpha_bytes(h: Header) -> int:
+    """zlib's worst-case expansion of the H*W alpha plane, with margin."""
+    n = h.width * h.height
+    return n + n // 1000 + 1024
+
+
+def _chunk(kind: bytes, index: int, payload: bytes) -> bytes:
+    head = _CHUNK.pack(kind, index, len(payload), 0)[:6]
+    crc = zlib.crc32(payload, zlib.crc32(head))
+    return head + struct.pack("<I", crc) + payload
+
+
+def write(header: Header, stage_payloads: list[bytes], alpha_payload: bytes | None = None) -> bytes:
+    """Serialise a header and its chunks (header.stages must equal len(stage_payloads))."""
+    check_header(header, "<output>")
+    if header.stages != len(stage_payloads) or header.has_alpha != (alpha_payload is not None):
+        raise ValueError("header does not match the chunks given")
+    head = _HEAD.pack(MAGIC, header.version, MODES.index(header.mode), ENTROPY_MODELS.index(header.entropy),
+                      header.factor, header.model_stages, header.stages, header.width, header.height,
+                      header.grid[1], header.grid[0], header.codebook, bytes.fromhex(header.model_id), b"\0\0")
+    parts = [head, struct.pack("<I", zlib.crc32(head))]
+    if alpha_payload is not None:
+        parts.append(_chunk(b"A", 0, alpha_payload))
+    parts += [_chunk(b"S", k, p) for k, p in enumerate(stage_payloads)]
+    return b"".join(parts)
+
+
+def read_header(data: bytes, name: str = "<input>") -> Header:
+    """Parse and check the fixed header (the first HEADER_SIZE bytes)."""
+    if len(data) < len(MAGIC) or data[:len(MAGIC)] != MAGIC:
+        if len(data) < len(MAGIC) and MAGIC.startswith(data) and data:
+            raise VQError(f"{name}: truncated at byte {len(data)} (inside the header)")
+        raise VQError(f"{name}: not a vqz file (bad magic bytes)")
+    if len(data) > len(MAGIC) and data[len(MAGIC)] != FORMAT_VERSION:
+        raise VQError(f"{name}: unsupported vqz format version {data[len(MAGIC)]} (this vq reads "
+                      f"version {FORMAT_VERSION})")
+    if len(data) < HEADER_SIZE:
+        raise VQError(f"{name}: truncated at byte {len(data)} (inside the {HEADER_SIZE}-byte header)")
+    (_, version, mode, entropy, factor, model_stages, stages, width, height, grid_w, grid_h, codebook, mid,
+     _reserved) = _HEAD.unpack_from(data)
+    (crc,) = struct.unpack_from("<I", data, _HEAD.size)
+    if crc != zlib.crc32(data[:_HEAD.size]):
+        raise VQError(f"{name}: CRC mismatch in the header")
+    if mode >= len(MODES) or entropy >= len(ENTROPY_MODELS):
+        raise VQError(f"{name}: bad header (mode {mode}, entropy model {entropy})")
+    h = Header(width, height, MODES[mode], mid.hex(), factor, model_stages, stages, codebook,
+               ENTROPY_MODELS[entropy], version)
+    check_header(h, name)
+    if (grid_h, grid_w) != h.grid:
+        raise VQError(f"{name}: bad header (latent grid {grid_w}x{grid_h} does not fit "
+                      f"{width}x{height} at factor {factor})")
+    return h
+
+
+def read(data: bytes, name: str = "<input>") -> Container:
+    """Parse a whole file. A file that ends exactly after a complete stage chunk is a valid
+    (truncated) prefix; any other cut, a bad CRC or a misplaced chunk is an error."""
+    h = read_header(data, name)
+    pos = HEADER_SIZE
+    alpha = None
+    stages: list[bytes] = []
+    sizes: list[tuple[str, int]] = []
+    expected = ([("A", 0)] if h.has_alpha else []) + [("S", k) for k in range(h.stages)]
+    for kind, index in expected:
+        label = "alpha chunk" if kind == "A" else f"stage {index + 1} chunk"
+        if pos == len(data) and kind == "S" and index > 0:
+            return Container(h, stages, alpha, sizes, truncated=True)
+        if pos + CHUNK_HEAD_SIZE > len(data):
+            raise VQError(f"{name}: truncated at byte {len(data)} (inside the {label} header at byte {pos})")
+        ckind, cindex, length, crc = _CHUNK.unpack_from(data, pos)
+        if ckind != kind.encode() or cindex != index:
+            raise VQError(f"{name}: corrupt file (expected the {label} at byte {pos}, found "
+                          f"{ckind!r} #{cindex})")
+        limit = max_alpha_bytes(h) if kind == "A" else max_stage_bytes(h)
+        if length > limit:
+            raise VQError(f"{name}: corrupt file ({label} claims {length} bytes, at most {limit} possible)")
+        start = pos + CHUNK_HEAD_SIZE
+        if start + length > len(data):
+            raise VQError(f"{name}: truncated at byte {len(data)} (the {label} needs {start + length})")
+        payload = data[start:start + length]
+        if zlib.crc32(payload, zlib.crc32(data[pos:pos + 6])) != crc:
+            raise VQError(f"{name}: CRC mismatch in the {label}")
+        if kind == "A":
+            alpha = payload
+        else:
+            stages.append(payload)
+        sizes.append(("alpha" if kind == "A" else f"stage {index + 1}", CHUNK_HEAD_SIZE + length))
+        pos = start + length
+    if pos != len(data):
+        raise VQError(f"{name}: corrupt file ({len(data) - pos} unexpected bytes after the last chunk)")
+    return Container(h, stages, alpha, sizes)
+
+
+def pack_alpha(alpha) -> bytes:
+    """zlib of a uint8 [H, W] alpha plane (lossless)."""
+    return zlib.compress(alpha.tobytes(), 9)
+
+
+def unpack_alpha(payload: bytes, h: Header, name: str):
+    """The uint8 [H, W] alpha plane; the output size is bounded before inflating (no zip bomb)."""
+    import numpy as np
+
+    n = h.width * h.height
+    d = zlib.decompressobj()
+    try:
+        raw = d.decompress(payload, n)
+        extra = d.decompress(d.unconsumed_tail, 1) if d.unconsumed_tail else b""
+    except zlib.error as e:
+        raise VQError(f"{name}: corrupt alpha chunk ({e})") from None
+    if len(raw) != n or extra or not d.eof:
+        raise VQError(f"{name}: corrupt alpha chunk (does not hold {h.width}x{h.height} values)")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(h.height, h.width).copy()
+
+
+def info(data: bytes, name: str = "<input>") -> dict:
+    """A JSON-able summary of a file: header fields, chunk sizes, bits per stage."""
+    c = read(data, name)
+    h = c.header
+    gh, gw = h.grid
+    stages = [{"stage": k + 1, "bytes": len(p), "bits": 8 * len(p), "bits_per_index": 8 * len(p) / (gh * gw)}
+              for k, p in enumerate(c.stage_chunks)]
+    return {
+        "file": name, "bytes": len(data), "format_version": h.version, "width": h.width, "height": h.height,
+        "mode": h.mode, "model_id": h.model_id, "factor": h.factor, "latent_grid": [gh, gw],
+        "padding": list(h.padding), "codebook_size": h.codebook, "model_stages": h.model_stages,
+        "stages_stored": h.stages, "stages_present": c.stages_available, "truncated": c.truncated,
+        "entropy_model": h.entropy, "alpha_bytes": len(c.alpha) if c.alpha is not None else None,
+        "bpp": 8 * len(data) / (h.width * h.height), "chunks": [{"chunk": n, "bytes": b} for n, b in c.chunk_sizes],
+        "stages": stages,
+    }
