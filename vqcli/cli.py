@@ -158,6 +158,142 @@ def info(
     raise typer.Exit(run_guarded(run_info, file, json_out))
 
 
+# -- vq stats / vq eval (issue 4) --------------------------------------------------------------
+
+stats_app = typer.Typer(help="Codebook statistics of the weights, a folder of images or one .vqz file.",
+                        no_args_is_help=True)
+app.add_typer(stats_app, name="stats")
+WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", "-w", help="Weights file (default: the shipped ones).")]
+
+
+def _print_json(data) -> None:
+    import json
+
+    typer.echo(json.dumps(data, indent=2))
+
+
+def _stats_out(weights, hist, dist, source: str, as_json: bool, extra: dict) -> None:
+    from .stats import codebook_stats, render_table, report_dict
+
+    st = codebook_stats(hist, dist)
+    if as_json:
+        _print_json(report_dict(st, source, weights, {**extra, "histogram": hist.tolist()}))
+        return
+    from rich.console import Console
+
+    console = Console()
+    console.print(render_table(st, f"Codebook usage: {source} (model {weights.model_id}, "
+                                   f"{weights.config.stages} stages x {weights.config.codebook_size} codes)",
+                               hist, console.width))
+
+
+@stats_app.command("codebook")
+def stats_codebook(
+    weights: WeightsOpt = None,
+    images: Annotated[Optional[Path], typer.Option(help="Recompute the statistics over this folder of images.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Write a PNG figure of code usage.")] = None,
+    pca: Annotated[bool, typer.Option(help="With --plot: add a PCA projection of each stage's codebook.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")] = False,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Use at most N images of --images.")] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Per-stage code usage: used codes, perplexity, entropy, dead codes, top-1% share, distance."""
+    def go() -> None:
+        import numpy as np
+
+        from .weights import load_weights
+
+        if plot is not None:
+            from .plots import pyplot
+
+            pyplot(plot)  # fail before any work when matplotlib is missing
+        w = load_weights(weights, device)
+        extra: dict = {}
+        if images is not None:
+            from .stats import histogram_over_images
+
+            st = histogram_over_images(w, images, limit=limit, progress=not as_json)
+            hist, dist, source = st["histogram"], st["code_distance"], f"{st['images']} images in {images}"
+            extra["images"] = st["images"]
+        else:
+            hist = w.stats["histogram"].cpu().numpy()
+            d = w.stats.get("code_distance")
+            dist, source = (None if d is None else d.cpu().numpy()), "histogram stored in the weights"
+        hist = np.asarray(hist, dtype=np.int64)
+        _stats_out(w, hist, dist, source, as_json, extra)
+        if plot is not None:
+            from .plots import codebook_figure
+
+            codes = [layer._codes().detach().float().cpu().numpy() for layer in w.model.quantizer.layers] if pca else None
+            codebook_figure(plot, hist, f"vq codebook usage: {source} (model {w.model_id})", codes)
+            if not as_json:
+                typer.echo(f"wrote {plot}", err=True)
+
+    run_guarded(go)
+
+
+@stats_app.command("file")
+def stats_file(
+    file: Annotated[Path, typer.Argument(help="A .vqz file.")],
+    weights: WeightsOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")] = False,
+) -> None:
+    """The same per-stage statistics for the indices stored in one .vqz file."""
+    def go() -> None:
+        from .stats import file_histogram, file_indices
+        from .weights import load_weights
+
+        w = load_weights(weights, "cpu")
+        idx = file_indices(w, file)
+        hist = file_histogram(idx, w.config.codebook_size)
+        _stats_out(w, hist, None, str(file), as_json,
+                   {"file": str(file), "grid": list(idx.shape[1:]), "stored_stages": int(idx.shape[0])})
+
+    run_guarded(go)
+
+
+@app.command("eval")
+def eval_cmd(
+    folder: Annotated[Path, typer.Argument(help="Folder of test images (searched recursively).")],
+    weights: WeightsOpt = None,
+    codecs: Annotated[str, typer.Option(help="Classical codecs to compare with: jpeg, webp, avif.")] = "jpeg,webp,avif",
+    plot: Annotated[Optional[Path], typer.Option(help="Write an RD plot (bpp vs PSNR and MS-SSIM) PNG.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the full report as JSON.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Use at most N images.")] = None,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Rate-distortion of vq (every stage count) against JPEG, WebP and AVIF, with BD-rates."""
+    def go() -> None:
+        import json
+
+        from .evaluate import evaluate, parse_codecs, render
+        from .fileio import write_atomic
+        from .weights import load_weights
+
+        names = parse_codecs(codecs)
+        if plot is not None:
+            from .plots import pyplot
+
+            pyplot(plot)
+        w = load_weights(weights, device)
+        report = evaluate(w, folder, names, limit=limit)
+        from rich.console import Console
+
+        console = Console()
+        for r in render(report):
+            console.print(r)
+        if json_out is not None:
+            write_atomic(json_out, (json.dumps(report, indent=1) + "\n").encode())
+            typer.echo(f"wrote {json_out}", err=True)
+        if plot is not None:
+            from .plots import rd_figure
+
+            rd_figure(plot, report)
+            typer.echo(f"wrote {plot}", err=True)
+
+    run_guarded(go)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -1,0 +1,266 @@
+"""`vq eval`: rate-distortion of vq against classical codecs over a folder of images.
+
+Every codec is measured the same way: real file sizes (headers included) over the image's
+pixel count, PSNR and MS-SSIM of the decoded 8-bit RGB against the original, and wall-clock
+encode and decode time per image. Curves are means over the images at each setting (number
+of stages for vq, quality for the others), and BD-rates compare those mean curves.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import VQError
+from .metrics import BD_INTERPOLATION, MSSSIM_MIN_SIDE, bd_rate, ms_ssim, msssim_db, psnr
+
+
+@dataclass(frozen=True)
+class Classical:
+    label: str
+    pil_format: str
+    qualities: tuple[int, ...]
+    options: Callable[[int], dict[str, Any]]
+
+
+# Fixed quality ladders, the same for every image so that points can be averaged. They run
+# from about 0.1 bpp (the bottom of vq's 1-stage range) to well past its top.
+CLASSICAL: dict[str, Classical] = {
+    "jpeg": Classical("JPEG 4:2:0", "JPEG", (5, 10, 15, 25, 35, 50, 65, 80, 90),
+                      lambda q: {"quality": q, "subsampling": 2, "optimize": True}),
+    "webp": Classical("WebP m6", "WEBP", (0, 5, 10, 20, 35, 50, 65, 80, 90),
+                      lambda q: {"quality": q, "method": 6}),
+    "avif": Classical("AVIF", "AVIF", (5, 15, 25, 35, 45, 55, 65, 75, 85),
+                      lambda q: {"quality": q, "speed": 6, "subsampling": "4:2:0"}),
+}
+FIELDS = ("bpp", "psnr", "ms_ssim", "encode_ms", "decode_ms")
+
+
+@dataclass
+class Point:
+    """One (image, setting) measurement."""
+
+    setting: int
+    bpp: float
+    psnr: float
+    ms_ssim: float
+    encode_ms: float
+    decode_ms: float
+
+    def row(self) -> list[float]:
+        return [self.setting, self.bpp, self.psnr, self.ms_ssim, self.encode_ms, self.decode_ms]
+
+
+@dataclass
+class Tally:
+    single_scale: int = 0  # images scored with SSIM because they are too small for MS-SSIM
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_codecs(text: str) -> list[str]:
+    """'jpeg,webp,avif' -> known, available codec names (AVIF without Pillow support is skipped)."""
+    names = [c.strip().lower() for c in text.split(",") if c.strip()]
+    unknown = [c for c in names if c not in CLASSICAL]
+    if unknown:
+        raise VQError(f"--codecs: unknown codec {unknown[0]!r} (choose from {', '.join(CLASSICAL)})")
+    return list(dict.fromkeys(names))
+
+
+def codec_available(name: str) -> bool:
+    from PIL import features
+
+    return name == "jpeg" or bool(features.check(name))  # "webp" and "avif" are Pillow modules
+
+
+def _score(orig: np.ndarray, rec: np.ndarray, tally: Tally) -> tuple[float, float]:
+    m, multi = ms_ssim(orig, rec)
+    if not multi:
+        tally.single_scale += 1
+    return psnr(orig, rec), m
+
+
+def vq_points(weights, rgb: np.ndarray, tally: Tally) -> list[Point]:
+    """All stage counts of one image: encode once, pack and decode every prefix."""
+    from . import codec
+
+    h, w = rgb.shape[:2]
+    t0 = time.perf_counter()
+    idx = codec.encode_indices(weights, rgb)
+    t_indices = time.perf_counter() - t0
+    out = []
+    for s in range(1, idx.shape[0] + 1):
+        t0 = time.perf_counter()
+        data = codec.pack(weights, idx[:s], w, h)
+        t_enc = t_indices + time.perf_counter() - t0  # a real compress runs the encoder too
+        t0 = time.perf_counter()
+        rec = codec.decompress(weights, data).rgb
+        t_dec = time.perf_counter() - t0
+        p, m = _score(rgb, rec, tally)
+        out.append(Point(s, len(data) * 8 / (h * w), p, m, t_enc * 1e3, t_dec * 1e3))
+    return out
+
+
+def classical_points(name: str, rgb: np.ndarray, tally: Tally) -> list[Point]:
+    """The quality ladder of one Pillow codec on one image."""
+    from PIL import Image
+
+    c = CLASSICAL[name]
+    im = Image.fromarray(rgb)
+    h, w = rgb.shape[:2]
+    out = []
+    for q in c.qualities:
+        buf = io.BytesIO()
+        t0 = time.perf_counter()
+        im.save(buf, c.pil_format, **c.options(q))
+        t_enc = time.perf_counter() - t0
+        data = buf.getvalue()
+        t0 = time.perf_counter()
+        with Image.open(io.BytesIO(data)) as dec:
+            rec = np.asarray(dec.convert("RGB"))
+        t_dec = time.perf_counter() - t0
+        p, m = _score(rgb, rec, tally)
+        out.append(Point(q, len(data) * 8 / (h * w), p, m, t_enc * 1e3, t_dec * 1e3))
+    return out
+
+
+def mean_curve(per_image: list[list[Point]], key: str) -> list[dict[str, float]]:
+    """Mean of every field over the images, per setting."""
+    rows = []
+    for j, first in enumerate(per_image[0]):
+        pts = [img[j] for img in per_image]
+        row: dict[str, float] = {key: first.setting}
+        for f in FIELDS:
+            row[f] = float(np.mean([getattr(p, f) for p in pts]))
+        row["ms_ssim_db"] = msssim_db(row["ms_ssim"])
+        rows.append(row)
+    return rows
+
+
+def bd_rates(curves: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float | None]]:
+    """BD-rate (%) of vq against each classical codec, in PSNR and in MS-SSIM (dB)."""
+    vq = curves["vq"]
+    out = {}
+    for name, ref in curves.items():
+        if name == "vq":
+            continue
+        out[name] = {
+            metric: bd_rate([r["bpp"] for r in ref], [r[q] for r in ref], [r["bpp"] for r in vq], [r[q] for r in vq])
+            for metric, q in (("psnr", "psnr"), ("ms_ssim", "ms_ssim_db"))
+        }
+    return out
+
+
+def evaluate(weights, folder: Path, codecs: list[str], limit: int | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Run every codec over the folder's images; returns the full, JSON-ready report."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .images import find_images, load_image
+
+    if not Path(folder).is_dir():
+        raise VQError(f"{folder}: not a directory")
+    files = find_images(folder)[:limit]
+    if not files:
+        raise VQError(f"{folder}: no images found (png, jpg, webp, tiff, bmp, avif)")
+    tally = Tally()
+    active = []
+    for c in codecs:
+        if codec_available(c):
+            active.append(c)
+        else:
+            tally.notes.append(f"{CLASSICAL[c].label} skipped: this Pillow has no {c.upper()} support")
+    per_codec: dict[str, list[list[Point]]] = {c: [] for c in ["vq", *active]}
+    per_image = []
+    pixels = 0
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), disable=not progress, transient=True) as bar:
+        task = bar.add_task("evaluating", total=len(files))
+        for path in files:
+            bar.update(task, description=f"evaluating {path.name}")
+            rgb = load_image(path).rgb  # RGB only: alpha is coded losslessly and not part of the score
+            pixels += rgb.shape[0] * rgb.shape[1]
+            entry: dict[str, Any] = {"file": str(path.relative_to(folder)), "width": rgb.shape[1],
+                                     "height": rgb.shape[0], "points": {}}
+            for c in per_codec:
+                pts = vq_points(weights, rgb, tally) if c == "vq" else classical_points(c, rgb, tally)
+                per_codec[c].append(pts)
+                entry["points"][c] = [p.row() for p in pts]
+            per_image.append(entry)
+            bar.advance(task)
+    curves = {c: mean_curve(v, "stages" if c == "vq" else "quality") for c, v in per_codec.items()}
+    if tally.single_scale:
+        tally.notes.append(f"{tally.single_scale} of {sum(len(v[0]) for v in per_codec.values()) * len(files)} "
+                           f"scores used single-scale SSIM: images with a side under {MSSSIM_MIN_SIDE} px "
+                           f"are too small for MS-SSIM")
+    _coverage_notes(curves, tally)
+    return {
+        "folder": str(folder), "images": len(files), "megapixels": pixels / 1e6,
+        "weights": None if weights.path is None else str(weights.path), "model_id": weights.model_id,
+        "stages": weights.config.stages, "codebook_size": weights.config.codebook_size,
+        "bd_rate_interpolation": BD_INTERPOLATION,
+        "bd_rate_quality": {"psnr": "PSNR (dB, 8-bit RGB)", "ms_ssim": "MS-SSIM in dB, -10 log10(1 - MS-SSIM)"},
+        "codecs": {c: {"label": "vq" if c == "vq" else CLASSICAL[c].label,
+                       "settings": "stages" if c == "vq" else "quality",
+                       **({} if c == "vq" else {"options": CLASSICAL[c].options(0) | {"quality": "swept"}}),
+                       "curve": curves[c]} for c in curves},
+        "bd_rate": bd_rates(curves),
+        "notes": tally.notes,
+        "per_image_fields": ["setting", *FIELDS],
+        "per_image": per_image,
+    }
+
+
+def _coverage_notes(curves: dict[str, list[dict[str, float]]], tally: Tally) -> None:
+    lo, hi = min(r["bpp"] for r in curves["vq"]), max(r["bpp"] for r in curves["vq"])
+    for c, rows in curves.items():
+        if c == "vq":
+            continue
+        clo, chi = min(r["bpp"] for r in rows), max(r["bpp"] for r in rows)
+        if clo > lo or chi < hi:
+            tally.notes.append(f"{CLASSICAL[c].label} sweep spans {clo:.3f}-{chi:.3f} bpp, vq {lo:.3f}-{hi:.3f} bpp: "
+                               "BD-rates use the overlapping quality range only")
+
+
+# -- terminal output ----------------------------------------------------------------------------
+
+def _pct(v: float | None) -> str:
+    if v is None:
+        return "n/a"
+    colour = "green" if v < 0 else "red"
+    return f"[{colour}]{v:+.1f}%[/]"
+
+
+def render(report: dict[str, Any]) -> list[Any]:
+    """Rich renderables: the BD-rate table, then one RD table per codec, then notes."""
+    from rich.table import Table
+
+    out: list[Any] = []
+    if report["bd_rate"]:
+        t = Table(title=f"BD-rate of vq against each codec ({report['images']} images; negative = vq saves bits)",
+                  title_justify="left", caption=f"interpolation: {report['bd_rate_interpolation']}; "
+                  "MS-SSIM taken in dB", caption_justify="left", header_style="bold")
+        t.add_column("reference")
+        t.add_column("BD-rate (PSNR)", justify="right")
+        t.add_column("BD-rate (MS-SSIM)", justify="right")
+        for c, v in report["bd_rate"].items():
+            t.add_row(report["codecs"][c]["label"], _pct(v["psnr"]), _pct(v["ms_ssim"]))
+        out.append(t)
+    for c, info in report["codecs"].items():
+        key = info["settings"]
+        t = Table(title=f"{info['label']}: mean over {report['images']} images", title_justify="left",
+                  header_style="bold")
+        for col in (key, "bpp", "PSNR (dB)", "MS-SSIM", "MS-SSIM (dB)", "encode (ms)", "decode (ms)"):
+            t.add_column(col, justify="right")
+        for r in info["curve"]:
+            t.add_row(str(int(r[key])), f"{r['bpp']:.4f}", f"{r['psnr']:.2f}", f"{r['ms_ssim']:.4f}",
+                      f"{r['ms_ssim_db']:.2f}", f"{r['encode_ms']:.1f}", f"{r['decode_ms']:.1f}")
+        out.append(t)
+    out.extend(f"[yellow]note:[/] {n}" for n in report["notes"])
+    return out
