@@ -13,14 +13,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_image
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import make_image
 from vqcli import format as vqz
 from vqcli.cli import app
-from vqcli.codec import (compress, decode_indices, decompress, default_stages, encode_indices, entropy_model, pack,
-                         psnr_of)
+from vqcli.codec import (
+    compress,
+    decode_indices,
+    decompress,
+    default_stages,
+    encode_indices,
+    entropy_model,
+    pack,
+    psnr_of,
+)
 from vqcli.entropy import build_model, quantize
 from vqcli.errors import VQError
 from vqcli.images import LoadedImage, decode_image
@@ -268,7 +276,7 @@ def test_truncated_anywhere(weights, vqz_file):
     data = vqz_file[0].read_bytes()
     c = vqz.read(data)
     boundaries = set(np.cumsum([vqz.HEADER_SIZE] + [s for _, s in c.chunk_sizes])[1:].tolist())
-    for cut in range(0, len(data)):
+    for cut in range(len(data)):
         if cut in boundaries:
             assert decompress(weights, data[:cut], name="cut.vqz").truncated
             continue
@@ -295,7 +303,7 @@ def test_flipped_bit_in_every_chunk_is_named(weights, vqz_file):
             if pos >= start + vqz.CHUNK_HEAD_SIZE:  # payload bits: the CRC names the chunk
                 assert f"CRC mismatch in the {label} chunk" in msg, msg
         start += size
-    for pos in range(0, vqz.HEADER_SIZE):
+    for pos in range(vqz.HEADER_SIZE):
         bad = bytearray(data)
         bad[pos] ^= 0x01
         with pytest.raises(VQError):

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
+from conftest import make_image
 from PIL import Image, features
 from typer.testing import CliRunner
 
-from conftest import make_image
 from vqcli.cli import app
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

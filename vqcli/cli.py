@@ -31,7 +31,7 @@ def _root() -> None:
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 
 
-def fail(message: str, code: int = 1) -> "typer.Exit":
+def fail(message: str, code: int = 1) -> typer.Exit:
     """Print a one-line error to stderr and return the exit to raise."""
     typer.echo(f"vq: error: {message}", err=True)
     return typer.Exit(code)
@@ -75,7 +75,8 @@ def train(
     if not data.is_dir():
         raise fail(f"{data}: not a directory")
     from .config import TrainConfig
-    from .train import TrainingInterrupted, train as run_train
+    from .train import TrainingInterrupted
+    from .train import train as run_train
 
     tcfg = TrainConfig(steps=steps, batch_size=batch_size, crop=crop, lr=lr, warmup=min(warmup, steps),
                        msssim_weight=msssim_weight, val_every=val_every, ckpt_every=ckpt_every, seed=seed,

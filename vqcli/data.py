@@ -31,7 +31,7 @@ def usable_images(root: Path, min_side: int = 8) -> list[Path]:
             if min(im.size) < min_side:
                 raise VQError(f"{p}: image is only {im.size[0]}x{im.size[1]}")
             good.append(p)
-        except Exception as e:  # noqa: BLE001 - any failure means: skip this file
+        except Exception as e:
             warnings.warn(f"skipping {p}: {e}", stacklevel=2)
     if not good:
         raise VQError(f"{root}: no readable images found (png, jpg, webp, tiff, bmp)")

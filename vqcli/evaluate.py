@@ -252,7 +252,7 @@ def render(report: dict[str, Any]) -> list[Any]:
         for c, v in report["bd_rate"].items():
             t.add_row(report["codecs"][c]["label"], _pct(v["psnr"]), _pct(v["ms_ssim"]))
         out.append(t)
-    for c, info in report["codecs"].items():
+    for info in report["codecs"].values():
         key = info["settings"]
         t = Table(title=f"{info['label']}: mean over {report['images']} images", title_justify="left",
                   header_style="bold")

@@ -54,9 +54,7 @@ def decode_image(data: bytes, name: str) -> LoadedImage:
         gray = _to_uint8(np.asarray(im))
         rgb = np.repeat(gray[:, :, None], 3, axis=2)
     else:
-        if mode == "P" and "transparency" in im.info:
-            im = im.convert("RGBA")
-        elif mode in ("LA", "PA", "La"):
+        if (mode == "P" and "transparency" in im.info) or mode in ("LA", "PA", "La"):
             im = im.convert("RGBA")
         if im.mode == "RGBA":
             a = np.asarray(im.getchannel("A"))

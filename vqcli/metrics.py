@@ -34,7 +34,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def ms_ssim(a: np.ndarray, b: np.ndarray) -> tuple[float, bool]:
     """(MS-SSIM, True) of two uint8 RGB images, or (SSIM, False) when the short side is under 161 px."""
     import torch
-    from pytorch_msssim import ms_ssim as _ms_ssim, ssim as _ssim
+    from pytorch_msssim import ms_ssim as _ms_ssim
+    from pytorch_msssim import ssim as _ssim
 
     if a.shape != b.shape:
         raise ValueError(f"shape mismatch {a.shape} vs {b.shape}")
@@ -93,12 +94,10 @@ def pchip_integral(x: Sequence[float], y: Sequence[float], lo: float, hi: float)
         h = x[i + 1] - x[i]
         m = (y[i + 1] - y[i]) / h
         # The piece as c0 + c1 t + c2 t^2 + c3 t^3 with t = x - x[i].
-        c = (y[i], d[i], (3 * m - 2 * d[i] - d[i + 1]) / h, (d[i] + d[i + 1] - 2 * m) / h**2)
-
-        def prim(t: float) -> float:
-            return c[0] * t + c[1] * t**2 / 2 + c[2] * t**3 / 3 + c[3] * t**4 / 4
-
-        total += prim(b - x[i]) - prim(a - x[i])
+        c = np.array([y[i], d[i], (3 * m - 2 * d[i] - d[i + 1]) / h, (d[i] + d[i + 1] - 2 * m) / h**2])
+        # Its antiderivative sum c_k t^(k+1) / (k+1), between a and b.
+        powers = np.arange(1, 5)
+        total += float((c * ((b - x[i]) ** powers - (a - x[i]) ** powers) / powers).sum())
     return float(total)
 
 
