@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import VQError
-from .fileio import write_atomic
+from .fileio import read_file, write_atomic
 
 STDIO = "-"
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
@@ -39,15 +39,7 @@ def _console(stderr: bool = True):
 def _read_input(src: str) -> bytes:
     if src == STDIO:
         return sys.stdin.buffer.read()
-    p = Path(src)
-    try:
-        return p.read_bytes()
-    except FileNotFoundError:
-        raise VQError(f"{p}: no such file") from None
-    except IsADirectoryError:
-        raise VQError(f"{p}: is a directory") from None
-    except OSError as e:
-        raise VQError(f"{p}: cannot read ({e.strerror})") from None
+    return read_file(src)
 
 
 def _check_output(dst: str, force: bool) -> None:

@@ -1,4 +1,5 @@
-"""Atomic file output: a temp file in the target's directory, renamed into place when complete."""
+"""File I/O with one-line errors: reading inputs, and atomic output (a temp file in the target's
+directory, renamed into place when complete)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,19 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .errors import VQError
+
+
+def read_file(path: Path | str) -> bytes:
+    """A file's bytes; a missing, unreadable or directory path is a one-line VQError."""
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise VQError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise VQError(f"{path}: is a directory") from None
+    except OSError as e:
+        raise VQError(f"{path}: cannot read ({e.strerror})") from None
 
 
 @contextlib.contextmanager

@@ -66,13 +66,6 @@ def decode_image(data: bytes, name: str) -> LoadedImage:
 
 def load_image(path: Path | str) -> LoadedImage:
     """Read and decode an image file ('-' is not handled here: pass bytes to decode_image)."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise VQError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise VQError(f"{path}: is a directory") from None
-    except OSError as e:
-        raise VQError(f"{path}: cannot read ({e.strerror})") from None
-    return decode_image(data, str(path))
+    from .fileio import read_file
+
+    return decode_image(read_file(path), str(path))

@@ -118,14 +118,9 @@ def histogram_over_images(weights, images: Path, device: str = "auto", limit: in
 def file_indices(weights, path: Path):
     """Index tensor [S', h, w] stored in a .vqz file (entropy-decoded by the codec, no pixels)."""
     from . import codec
+    from .fileio import read_file
 
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise VQError(f"{path}: no such file") from None
-    except OSError as e:
-        raise VQError(f"{path}: cannot read ({e.strerror})") from None
-    return codec.unpack(weights, data, name=str(path))[1]
+    return codec.unpack(weights, read_file(path), name=str(path))[1]
 
 
 # -- terminal output ----------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import torch
 
 from .config import ModelConfig
 from .errors import VQError
-from .fileio import atomic_output
+from .fileio import atomic_output, read_file
 
 FORMAT = "vqcli-weights"
 FORMAT_VERSION = 1
@@ -48,8 +48,9 @@ class Weights:
 
 
 def default_weights_path() -> Path:
-    """The shipped weights: inside the package when installed as a wheel, else the repo's weights/."""
-    packaged = Path(__file__).resolve().parent / "weights" / "default.safetensors"
+    """The shipped weights: inside the package when installed as a wheel (pyproject maps weights/
+    to vqcli/shipped/), else the repository's weights/ (editable install, source checkout)."""
+    packaged = Path(__file__).resolve().parent / "shipped" / "default.safetensors"
     return packaged if packaged.exists() else DEFAULT_WEIGHTS
 
 
@@ -95,12 +96,7 @@ def read_safetensors(path: Path, what: str = "vq weights") -> tuple[dict[str, to
     from safetensors import SafetensorError
     from safetensors.torch import load
 
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise VQError(f"{path}: no such file") from None
-    except OSError as e:
-        raise VQError(f"{path}: cannot read ({e.strerror})") from None
+    data = read_file(path)
     try:
         tensors = load(data)
         n = int.from_bytes(data[:8], "little")
