@@ -372,6 +372,22 @@ def test_cli_batch(tiny_weights, image_dir, tmp_path):
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
     assert len(rep) == 8 and len(list(out.glob("*.vqz"))) == 8
+    # ... and back: a folder of .vqz files into another folder, one bad file reported, the rest written.
+    (out / "junk.vqz").write_bytes(b"not a vqz")
+    back = tmp_path / "back"
+    back.mkdir()
+    r = cli("decompress", str(out), "-o", str(back), "--weights", str(tiny_weights), "--json")
+    assert r.exit_code == 1 and "junk.vqz: not a vqz file" in r.stderr, r.output
+    rep = json.loads(r.stdout)
+    assert sum("error" in i for i in rep) == 1 and sorted(p.name for p in back.iterdir()) == [
+        f"img{i}.png" for i in range(8)]
+    assert Image.open(back / "img3.png").size == Image.open(image_dir / "img3.png").size
+    # Several files without -o: each beside its input, as gzip -d does.
+    r = cli("decompress", str(out / "img0.vqz"), str(out / "img1.vqz"), "--weights", str(tiny_weights))
+    assert r.exit_code == 0 and (out / "img0.png").exists() and (out / "img1.png").exists(), r.output
+    r = cli("decompress", str(out / "img0.vqz"), str(out / "img1.vqz"), "-o", str(back / "x.png"),
+            "--weights", str(tiny_weights))
+    assert r.exit_code == 2 and "must be an existing directory" in r.stderr
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     Image.fromarray(make_image(24, 24)).save(mixed / "ok.png")

@@ -132,19 +132,21 @@ def compress(
 
 @app.command()
 def decompress(
-    input: Annotated[str, typer.Argument(help=".vqz file ('-': stdin).", metavar="IN", show_default=False)],
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output image; the extension picks "
-                                                  "the format ('-': PNG on stdout). Default: IN.png.")] = None,
+    inputs: Annotated[list[str], typer.Argument(help=".vqz files or folders ('-': stdin).", metavar="IN",
+                                                show_default=False)],
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output image, the extension picks the "
+                                                  "format ('-': PNG on stdout); or folder for several inputs. "
+                                                  "Default: IN.png.")] = None,
     weights: CodecWeightsOpt = None,
     stages: Annotated[Optional[int], typer.Option(help="Decode only the first N stages.")] = None,
     force: CodecForceOpt = False,
     json_out: CodecJsonOpt = False,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Decompress a .vqz file to an image."""
+    """Decompress .vqz files to images."""
     from .codecli import run_decompress
 
-    raise typer.Exit(run_guarded(_guard_usage(run_decompress), input, output, weights, device, stages, force,
+    raise typer.Exit(run_guarded(_guard_usage(run_decompress), inputs, output, weights, device, stages, force,
                                  json_out))
 
 

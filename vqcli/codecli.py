@@ -73,11 +73,11 @@ def _name(src: str) -> str:
     return "<stdin>" if src == STDIO else src
 
 
-# -- compress -----------------------------------------------------------------------------------
-def plan_compress(inputs: list[str], output: str | None) -> tuple[list[Job], bool]:
-    """(jobs, batch): a directory or several inputs make a batch, whose -o must be a directory."""
-    from .images import find_images
-
+# -- batches ------------------------------------------------------------------------------------
+def plan_jobs(inputs: list[str], output: str | None, suffix: str, find, what: str) -> tuple[list[Job], bool]:
+    """(jobs, batch) for compress or decompress: each input goes to the same name with `suffix`
+    (or into -o). A directory (searched with `find`) or several inputs make a batch, whose -o
+    must be an existing directory; its sub-folders are mirrored there."""
     if not inputs:
         raise UsageError("no input given")
     if STDIO in inputs and len(inputs) > 1:
@@ -85,7 +85,7 @@ def plan_compress(inputs: list[str], output: str | None) -> tuple[list[Job], boo
     batch = len(inputs) > 1 or any(Path(i).is_dir() for i in inputs if i != STDIO)
     if not batch:
         src = inputs[0]
-        dst = output if output is not None else (STDIO if src == STDIO else str(Path(src).with_suffix(".vqz")))
+        dst = output if output is not None else (STDIO if src == STDIO else str(Path(src).with_suffix(suffix)))
         return [Job(src, dst)], False
     out_dir = Path(output) if output is not None else None
     if output == STDIO:
@@ -96,14 +96,14 @@ def plan_compress(inputs: list[str], output: str | None) -> tuple[list[Job], boo
     for i in inputs:
         p = Path(i)
         if p.is_dir():
-            files = find_images(p)
+            files = find(p)
             if not files:
-                raise VQError(f"{p}: no images found (png, jpg, webp, tiff, bmp)")
+                raise VQError(f"{p}: no {what} found")
             pairs = [(f, f.relative_to(p)) for f in files]
         else:
             pairs = [(p, Path(p.name))]
         for f, rel in pairs:
-            dst = (out_dir / rel if out_dir is not None else f).with_suffix(".vqz")
+            dst = (out_dir / rel if out_dir is not None else f).with_suffix(suffix)
             jobs.append(Job(str(f), str(dst), mkdir=out_dir is not None and len(rel.parts) > 1))
     seen: dict[str, str] = {}
     for j in jobs:
@@ -111,6 +111,35 @@ def plan_compress(inputs: list[str], output: str | None) -> tuple[list[Job], boo
             raise UsageError(f"{j.src} and {seen[j.dst]} would both be written to {j.dst}")
         seen[j.dst] = j.src
     return jobs, True
+
+
+def run_jobs(jobs: list[Job], batch: bool, one) -> tuple[list[dict[str, Any]], int]:
+    """Run `one(job)` for every job -> (reports, failures). A single job's error propagates; in a
+    batch each failure is reported on one line and the others go on, under a progress bar."""
+    if not batch:
+        return [one(jobs[0])], 0
+    from rich.progress import Progress
+
+    err = _console()
+    results, failed = [], 0
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as prog:
+        task = prog.add_task("working", total=len(jobs))
+        for job in jobs:
+            try:
+                results.append(one(job))
+            except VQError as e:
+                failed += 1
+                err.print(f"vq: error: {e}", markup=False, highlight=False, soft_wrap=True)
+                results.append({"input": job.src, "output": job.dst, "error": str(e)})
+            prog.advance(task)
+    return results, failed
+
+
+# -- compress -----------------------------------------------------------------------------------
+def plan_compress(inputs: list[str], output: str | None) -> tuple[list[Job], bool]:
+    from .images import find_images
+
+    return plan_jobs(inputs, output, ".vqz", find_images, "images (png, jpg, webp, tiff, bmp)")
 
 
 def _compress_one(weights, job: Job, rate: dict, force: bool, verify: bool) -> dict[str, Any]:
@@ -187,25 +216,8 @@ def run_compress(inputs: list[str], output: str | None, weights_path: Path | Non
     if stages is not None and not 1 <= stages <= weights.config.stages:
         raise UsageError(f"--stages {stages}: the model has stages 1 to {weights.config.stages}")
     rate = {"stages": stages, "bpp": bpp, "psnr": psnr}
-    to_stdout = any(j.dst == STDIO for j in jobs)
-    out = _console(stderr=to_stdout)
-    err = _console()
-    results, failed = [], 0
-    if not batch:
-        results.append(_compress_one(weights, jobs[0], rate, force, verify))
-    else:
-        from rich.progress import Progress
-
-        with Progress(console=err, transient=True, disable=not err.is_terminal) as prog:
-            task = prog.add_task("compressing", total=len(jobs))
-            for job in jobs:
-                try:
-                    results.append(_compress_one(weights, job, rate, force, verify))
-                except VQError as e:
-                    failed += 1
-                    err.print(f"vq: error: {e}", markup=False, highlight=False, soft_wrap=True)
-                    results.append({"input": job.src, "output": job.dst, "error": str(e)})
-                prog.advance(task)
+    out = _console(stderr=any(j.dst == STDIO for j in jobs))
+    results, failed = run_jobs(jobs, batch, lambda job: _compress_one(weights, job, rate, force, verify))
     if as_json:
         print(json.dumps(results if batch else results[0], indent=1))
     else:
@@ -242,46 +254,60 @@ def encode_output(dec, dst: str, name: str) -> tuple[bytes, str | None]:
     return buf.getvalue(), note
 
 
-def run_decompress(src: str, output: str | None, weights_path: Path | None, device: str, stages: int | None,
-                   force: bool, as_json: bool) -> int:
-    from .codec import decompress
+def run_decompress(inputs: list[str], output: str | None, weights_path: Path | None, device: str,
+                   stages: int | None, force: bool, as_json: bool) -> int:
+    """Returns the exit code (0, or 1 when some file of a batch failed)."""
+    import functools
+
     from .weights import load_weights
 
-    dst = output if output is not None else (STDIO if src == STDIO else str(Path(src).with_suffix(".png")))
-    if as_json and dst == STDIO:
-        raise UsageError("--json cannot be used while the image goes to stdout")
-    _refuse_tty(dst)
     if stages is not None and stages < 1:
         raise UsageError(f"--stages {stages}: must be at least 1")
-    if dst != STDIO and Path(dst).suffix.lower() not in OUTPUT_FORMATS:
-        raise UsageError(f"{dst}: unsupported output format {Path(dst).suffix or '(no extension)'} "
-                         f"(use {', '.join(sorted(OUTPUT_FORMATS))})")
-    _check_output(dst, force)
-    name = _name(src)
-    data = _read_input(src)
-    from . import format as vqz
+    jobs, batch = plan_jobs(inputs, output, ".png", lambda d: sorted(d.rglob("*.vqz")), ".vqz files")
+    for j in jobs:
+        if j.dst == STDIO and as_json:
+            raise UsageError("--json cannot be used while the image goes to stdout")
+        _refuse_tty(j.dst)
+        if j.dst != STDIO and Path(j.dst).suffix.lower() not in OUTPUT_FORMATS:
+            raise UsageError(f"{j.dst}: unsupported output format {Path(j.dst).suffix or '(no extension)'} "
+                             f"(use {', '.join(sorted(OUTPUT_FORMATS))})")
+    # Loaded on first use, so that a non-vqz input fails before the model loads.
+    weights = functools.cache(lambda: load_weights(weights_path, device))
+    results, failed = run_jobs(jobs, batch, lambda job: _decompress_one(weights, job, stages, force))
+    if as_json:
+        print(json.dumps(results if batch else results[0], indent=1))
+    elif not any(j.dst == STDIO for j in jobs):
+        con = _console(stderr=False)
+        for i in results:
+            if "error" not in i:
+                con.print(f"{i['input']} -> {i['output']}: {i['width']}x{i['height']} {i['mode']}, "
+                          f"{i['stages']} of {i['stages_stored']} stages", markup=False)
+    return 1 if failed else 0
 
-    vqz.read_header(data, name)  # a non-vqz input fails before the weights load
-    weights = load_weights(weights_path, device)
-    dec = decompress(weights, data, stages, name)
-    payload, note = encode_output(dec, dst, name)
-    _write_output(dst, payload, force)
+
+def _decompress_one(weights, job: Job, stages: int | None, force: bool) -> dict[str, Any]:
+    from . import format as vqz
+    from .codec import decompress
+
+    if job.mkdir:
+        Path(job.dst).parent.mkdir(parents=True, exist_ok=True)
+    _check_output(job.dst, force)
+    name = _name(job.src)
+    data = _read_input(job.src)
+    vqz.read_header(data, name)
+    dec = decompress(weights(), data, stages, name)
+    payload, note = encode_output(dec, job.dst, name)
+    _write_output(job.dst, payload, force)
     h = dec.header
-    info = {"input": name, "output": "<stdout>" if dst == STDIO else dst, "width": h.width, "height": h.height,
-            "mode": h.mode, "stages": dec.stages, "stages_stored": h.stages, "truncated": dec.truncated,
-            "model_id": h.model_id, "output_bytes": len(payload), "note": note}
     err = _console()
     if note:
         err.print(f"vq: note: {name}: {note}", markup=False)
     if dec.truncated:
         err.print(f"vq: note: {name}: file is cut after stage {dec.stages} of {h.stages}; decoded those",
                   markup=False)
-    if as_json:
-        print(json.dumps(info, indent=1))
-    elif dst != STDIO:
-        _console(stderr=False).print(f"{name} -> {dst}: {h.width}x{h.height} {h.mode}, "
-                                     f"{dec.stages} of {h.stages} stages", markup=False)
-    return 0
+    return {"input": name, "output": "<stdout>" if job.dst == STDIO else job.dst, "width": h.width,
+            "height": h.height, "mode": h.mode, "stages": dec.stages, "stages_stored": h.stages,
+            "truncated": dec.truncated, "model_id": h.model_id, "output_bytes": len(payload), "note": note}
 
 
 # -- info ---------------------------------------------------------------------------------------
