@@ -101,18 +101,21 @@ def codebook_figure(path: Path | str, histogram: np.ndarray, title: str,
     fig.colorbar(im, ax=ax, label="count (log)", pad=0.01)
 
     if codes is not None:
+        # One colour scale for every stage, so that panels compare; one colourbar for them all.
+        norm = plt.Normalize(0, max(1.0, float(np.log10(hist.max(initial=1)))))
+        axes, sc = [], None
         for s, cb in enumerate(codes):
             ax = fig.add_subplot(grid[2 + s // 5, s % 5])
             xy = _pca2(np.asarray(cb, dtype=np.float64))
             live = hist[s] > 0
-            sc = ax.scatter(xy[live, 0], xy[live, 1], c=np.log10(hist[s][live]), s=9, cmap="viridis",
+            sc = ax.scatter(xy[live, 0], xy[live, 1], c=np.log10(hist[s][live]), s=9, cmap="viridis", norm=norm,
                             linewidths=0)
             ax.scatter(xy[~live, 0], xy[~live, 1], marker="x", s=10, c="#c44e52", linewidths=0.8)
             ax.set_title(f"stage {s + 1}: PCA of codebook", fontsize=9)
             ax.tick_params(labelsize=7)
             ax.grid(True, alpha=0.25)
-            if s % 5 == 4 or s == s_count - 1:
-                fig.colorbar(sc, ax=ax, label="log10 count", pad=0.02)
+            axes.append(ax)
+        fig.colorbar(sc, ax=axes, label="log10 count (x: dead code)", pad=0.01, shrink=0.8)
     fig.suptitle(title, fontsize=12)
     _save(fig, plt, path)
 
