@@ -103,7 +103,7 @@ class TrainConfig:
     steps: int = 20000
     batch_size: int = 16
     crop: int = 128
-    lr: float = 1e-3
+    lr: float = 5e-4
     weight_decay: float = 1e-4
     warmup: int = 500
     msssim_weight: float = 0.0
