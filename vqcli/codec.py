@@ -78,6 +78,12 @@ def stage_payloads(em: EntropyModel, indices: np.ndarray) -> list[bytes]:
     return [em.encode_stage(s, indices[s], indices[s - 1] if s else None) for s in range(indices.shape[0])]
 
 
+def frame(weights: Weights, payloads: list[bytes], width: int, height: int, em: EntropyModel, mode: str = "RGB",
+          alpha_payload: bytes | None = None) -> bytes:
+    """A complete .vqz file from the coded payloads of a prefix of the stages (see stage_payloads)."""
+    return vqz.write(_header(weights, width, height, len(payloads), mode, em), payloads, alpha_payload)
+
+
 def pack(weights: Weights, indices: torch.Tensor, width: int, height: int, alpha: np.ndarray | None = None,
          mode: str | None = None, entropy: str = "auto") -> bytes:
     """Indices [s, h, w] (any prefix s <= S) -> a complete .vqz file.
@@ -88,9 +94,9 @@ def pack(weights: Weights, indices: torch.Tensor, width: int, height: int, alpha
     idx = np.asarray(torch.as_tensor(indices).cpu(), dtype=np.int64)
     em = entropy_model(weights, entropy)
     mode = mode or ("RGBA" if alpha is not None else "RGB")
-    header = _header(weights, width, height, idx.shape[0], mode, em)
-    _check_grid(header, idx, weights)
-    return vqz.write(header, stage_payloads(em, idx), vqz.pack_alpha(alpha) if alpha is not None else None)
+    _check_grid(_header(weights, width, height, idx.shape[0], mode, em), idx, weights)
+    return frame(weights, stage_payloads(em, idx), width, height, em, mode,
+                 vqz.pack_alpha(alpha) if alpha is not None else None)
 
 
 def _check_grid(header: vqz.Header, idx: np.ndarray, weights: Weights) -> None:
@@ -201,8 +207,7 @@ def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bp
     else:
         n = stages if stages is not None else default_stages(total)
         rate = f"--stages {n}" if stages is not None else "default"
-    header.stages = n
-    data = vqz.write(header, payloads[:n], alpha)
+    data = frame(weights, payloads[:n], width, height, em, mode, alpha)
     gh, gw = header.grid
     stats = []
     for s in range(n):

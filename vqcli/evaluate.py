@@ -86,18 +86,22 @@ def _score(orig: np.ndarray, rec: np.ndarray, tally: Tally) -> tuple[float, floa
 
 
 def vq_points(weights, rgb: np.ndarray, tally: Tally) -> list[Point]:
-    """All stage counts of one image: encode once, pack and decode every prefix."""
+    """All stage counts of one image: encode and entropy-code every stage once, then frame and
+    decode every prefix (a stage's payload depends only on the stages before it)."""
     from . import codec
 
     h, w = rgb.shape[:2]
     t0 = time.perf_counter()
-    idx = codec.encode_indices(weights, rgb)
-    t_indices = time.perf_counter() - t0
+    idx = codec.encode_indices(weights, rgb).numpy()
+    em = codec.entropy_model(weights)
+    payloads, t_coded = [], []
+    for s in range(idx.shape[0]):
+        payloads.append(em.encode_stage(s, idx[s], idx[s - 1] if s else None))
+        t_coded.append(time.perf_counter() - t0)  # a compress to s stages: the encoder, then s stages coded
     out = []
     for s in range(1, idx.shape[0] + 1):
-        t0 = time.perf_counter()
-        data = codec.pack(weights, idx[:s], w, h)
-        t_enc = t_indices + time.perf_counter() - t0  # a real compress runs the encoder too
+        data = codec.frame(weights, payloads[:s], w, h, em)
+        t_enc = t_coded[s - 1]
         t0 = time.perf_counter()
         rec = codec.decompress(weights, data).rgb
         t_dec = time.perf_counter() - t0
