@@ -48,3 +48,50 @@ def test_help_does_not_import_torch() -> None:
 def test_python_m_vqcli_runs() -> None:
     r = subprocess.run([sys.executable, "-m", "vqcli", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "Usage" in r.stdout
+
+
+def test_truncated_training_image_is_skipped_and_resume_keeps_the_total(image_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(image_dir, data)
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.open(data / "img0.png").save(buf, "JPEG")
+    # The header is fine, the pixels are not: Image.verify() passes such a JPEG, decoding fails.
+    (data / "cut.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    out = tmp_path / "w.safetensors"
+    args = ["--preset", "tiny", "--out", str(out), "--batch-size", "4", "--crop", "32", "--workers", "0",
+            "--device", "cpu"]
+    r = runner.invoke(app, ["train", str(data), "--steps", "6", *args])
+    assert r.exit_code == 0, r.output
+    assert load_weights(out).training["images"] == 8  # cut.jpg skipped
+    # Resuming a finished run without --steps keeps its 6 steps (it does not run on to the default).
+    r = runner.invoke(app, ["train", str(data), "--resume", str(tmp_path / "w.ckpt.safetensors"), *args])
+    assert r.exit_code == 0, r.output
+    assert load_weights(out).training["steps"] == 6
+    r = runner.invoke(app, ["train", str(data), "--steps", "6", *args[:2], "--out", str(tmp_path / "no" / "w.st")])
+    assert r.exit_code == 1 and "does not exist" in r.output
+
+
+def test_unexpected_errors_are_one_line(monkeypatch) -> None:
+    import pytest
+    import typer
+
+    from vqcli.cli import run_guarded
+
+    def boom() -> None:
+        raise RuntimeError("something broke\nsecond line")
+
+    with pytest.raises(typer.Exit) as e:
+        run_guarded(boom)
+    assert e.value.exit_code == 1
+    with pytest.raises(typer.Exit) as e:
+        run_guarded(lambda: (_ for _ in ()).throw(OSError(28, "No space left on device", "out.vqz")))
+    assert e.value.exit_code == 1
+    monkeypatch.setenv("VQ_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        run_guarded(boom)

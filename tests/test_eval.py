@@ -47,6 +47,9 @@ def test_eval_end_to_end(tiny_weights: Path, tmp_path: Path) -> None:
 
 def test_eval_bad_codec_and_folder(tiny_weights: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["eval", str(tmp_path), "--weights", str(tiny_weights), "--codecs", "jpeg,gif"])
-    assert res.exit_code == 1 and "gif" in res.stderr
+    assert res.exit_code == 2 and "gif" in res.stderr  # bad usage
+    res = CliRunner().invoke(app, ["eval", str(tmp_path), "--weights", str(tiny_weights), "--json",
+                                   str(tmp_path / "missing" / "e.json")])
+    assert res.exit_code == 1 and "does not exist" in res.stderr
     res = CliRunner().invoke(app, ["eval", str(tmp_path), "--weights", str(tiny_weights)])
     assert res.exit_code == 1 and str(tmp_path) in res.stderr and "no images" in res.stderr

@@ -38,22 +38,42 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def run_guarded(fn, *args, **kwargs):
-    """Call into the API, turning user-facing errors into one line and exit code 1."""
-    from .errors import VQError
+    """Call into the API, turning every error into one line: exit 2 for bad usage, 1 otherwise.
+
+    Anything unexpected is reported as one line too; VQ_DEBUG=1 shows its traceback.
+    """
+    import os
+
+    from .errors import UsageError, VQError
+    from .fileio import os_error_message
 
     try:
         return fn(*args, **kwargs)
+    except (typer.Exit, typer.Abort):
+        raise
+    except UsageError as e:
+        raise fail(str(e), 2) from None
     except VQError as e:
         raise fail(str(e)) from None
     except BrokenPipeError:
         raise typer.Exit(1) from None
+    except OSError as e:  # disk full, permissions, a path that vanished
+        raise fail(os_error_message(e)) from None
+    except MemoryError:
+        raise fail("out of memory (try a smaller image or --device cpu)") from None
+    except Exception as e:
+        if os.environ.get("VQ_DEBUG"):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise fail(f"unexpected {type(e).__name__}: {first} (VQ_DEBUG=1 shows the traceback)") from None
 
 
 @app.command()
 def train(
     data: Annotated[Path, typer.Argument(help="Folder of training images (searched recursively).")],
     preset: Annotated[str, typer.Option(help=f"Model preset: {', '.join(PRESETS)}.")] = DEFAULT_PRESET,
-    steps: Annotated[int, typer.Option(min=1, help="Total optimisation steps.")] = 20000,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="Total optimisation steps (default 20000; with "
+                                                 "--resume, the checkpoint's).", show_default=False)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Release weights to write.")] = Path("vq.safetensors"),
     val: Annotated[Optional[Path], typer.Option(help="Folder of validation images.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Checkpoint to continue from.")] = None,
@@ -74,36 +94,32 @@ def train(
         raise fail(f"--preset {preset}: unknown preset (choose from {', '.join(PRESETS)})", 2)
     if not data.is_dir():
         raise fail(f"{data}: not a directory")
+    if not (out.parent if str(out.parent) else Path(".")).is_dir():
+        raise fail(f"{out}: output directory {out.parent} does not exist")
     from .config import TrainConfig
     from .train import TrainingInterrupted
     from .train import train as run_train
 
-    tcfg = TrainConfig(steps=steps, batch_size=batch_size, crop=crop, lr=lr, warmup=min(warmup, steps),
+    # On --resume every setting comes from the checkpoint; only an explicit --steps extends the run.
+    total = steps if steps is not None else (0 if resume else 20000)
+    tcfg = TrainConfig(steps=total, batch_size=batch_size, crop=crop, lr=lr, warmup=min(warmup, total),
                        msssim_weight=msssim_weight, val_every=val_every, ckpt_every=ckpt_every, seed=seed,
                        workers=workers)
-    try:
-        run_guarded(run_train, data, out, PRESETS[preset], tcfg, val_dir=val, resume=resume, device=device, half=half)
-    except TrainingInterrupted as e:
-        typer.echo(f"vq: {e}", err=True)
-        raise typer.Exit(130) from None
+
+    def go() -> None:
+        try:
+            run_train(data, out, PRESETS[preset], tcfg, val_dir=val, resume=resume, device=device, half=half)
+        except TrainingInterrupted as e:
+            typer.echo(f"vq: {e}", err=True)
+            raise typer.Exit(130) from None
+
+    run_guarded(go)
 
 
 CodecWeightsOpt = Annotated[Optional[Path], typer.Option("--weights",
                                                         help="Weights file (default: the shipped model).")]
 CodecForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
 CodecJsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
-
-
-def _guard_usage(fn):
-    """Usage errors (vqcli.codecli.UsageError) exit 2; run_guarded turns other errors into exit 1."""
-    from .codecli import UsageError
-
-    def wrapped(*args):
-        try:
-            return fn(*args)
-        except UsageError as e:
-            raise fail(str(e), 2) from None
-    return wrapped
 
 
 @app.command()
@@ -114,7 +130,7 @@ def compress(
                                                   "inputs ('-': stdout). Default: IN.vqz.")] = None,
     weights: CodecWeightsOpt = None,
     stages: Annotated[Optional[int], typer.Option(
-        help="Keep the first N RVQ stages (default: ceil(0.6 S), 6 of 10).")] = None,
+        help="Keep the first N RVQ stages (default: ceil(0.6 S), 8 of the default model's 12).")] = None,
     bpp: Annotated[Optional[float], typer.Option(help="Most stages whose file fits X bits per pixel.")] = None,
     psnr: Annotated[Optional[float], typer.Option(help="Fewest stages reaching DB decibels PSNR.")] = None,
     force: CodecForceOpt = False,
@@ -125,7 +141,7 @@ def compress(
     """Compress images to .vqz files."""
     from .codecli import run_compress
 
-    code = run_guarded(_guard_usage(run_compress), inputs, output, weights, device, stages, bpp, psnr, force,
+    code = run_guarded(run_compress, inputs, output, weights, device, stages, bpp, psnr, force,
                        json_out, verify)
     raise typer.Exit(code)
 
@@ -146,7 +162,7 @@ def decompress(
     """Decompress .vqz files to images."""
     from .codecli import run_decompress
 
-    raise typer.Exit(run_guarded(_guard_usage(run_decompress), inputs, output, weights, device, stages, force,
+    raise typer.Exit(run_guarded(run_decompress, inputs, output, weights, device, stages, force,
                                  json_out))
 
 
@@ -269,11 +285,15 @@ def eval_cmd(
     def go() -> None:
         import json
 
+        from .errors import VQError
         from .evaluate import evaluate, parse_codecs, render
         from .fileio import write_atomic
         from .weights import load_weights
 
         names = parse_codecs(codecs)
+        for target in (json_out, plot):  # fail now, not after the whole evaluation
+            if target is not None and not (target.parent if str(target.parent) else Path(".")).is_dir():
+                raise VQError(f"{target}: output directory {target.parent} does not exist")
         if plot is not None:
             from .plots import pyplot
 

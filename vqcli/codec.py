@@ -6,7 +6,7 @@ an alpha channel (RGBA, LA, palette transparency) is kept losslessly in a zlib c
 learned RGB model has no business approximating a mask. 16-bit inputs are reduced to 8 bits
 and EXIF orientation is applied on reading (vqcli.images).
 
-Rate: a file holds a prefix of the S stages. Default: ceil(0.6 * S) stages (6 of 10 for the
+Rate: a file holds a prefix of the S stages. Default: ceil(0.6 * S) stages (8 of 12 for the
 default model), a middle rate; --stages, --bpp or --psnr choose otherwise.
 """
 
@@ -30,7 +30,7 @@ _MODELS: dict[tuple[str, str], EntropyModel] = {}
 
 
 def default_stages(total: int) -> int:
-    """The default rate: ceil(0.6 * S) stages, a middle rate for any model (6 of 10, 2 of 3)."""
+    """The default rate: ceil(0.6 * S) stages, a middle rate for any model (8 of 12, 2 of 3)."""
     return max(1, min(total, math.ceil(0.6 * total)))
 
 

@@ -11,16 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import VQError
-from .fileio import read_file, write_atomic
+from .errors import UsageError, VQError
+from .fileio import os_error_message, read_file, write_atomic
 
 STDIO = "-"
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
                   ".tif": "TIFF", ".tiff": "TIFF"}
-
-
-class UsageError(VQError):
-    """Bad usage: the CLI exits with code 2."""
 
 
 @dataclass
@@ -127,8 +123,9 @@ def run_jobs(jobs: list[Job], batch: bool, one) -> tuple[list[dict[str, Any]], i
         for job in jobs:
             try:
                 results.append(one(job))
-            except VQError as e:
+            except (VQError, OSError) as e:
                 failed += 1
+                e = e if isinstance(e, VQError) else VQError(os_error_message(e, job.src))
                 err.print(f"vq: error: {e}", markup=False, highlight=False, soft_wrap=True)
                 results.append({"input": job.src, "output": job.dst, "error": str(e)})
             prog.advance(task)

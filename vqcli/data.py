@@ -27,7 +27,7 @@ def usable_images(root: Path, min_side: int = 8) -> list[Path]:
             from PIL import Image
 
             with Image.open(p) as im:
-                im.verify()
+                im.load()  # a full decode: verify() passes truncated files that fail in a loader worker
             if min(im.size) < min_side:
                 raise VQError(f"{p}: image is only {im.size[0]}x{im.size[1]}")
             good.append(p)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import VQError
+from .errors import UsageError, VQError
 from .metrics import BD_INTERPOLATION, MSSSIM_MIN_SIDE, bd_rate, ms_ssim, msssim_db, psnr
 
 
@@ -68,7 +68,7 @@ def parse_codecs(text: str) -> list[str]:
     names = [c.strip().lower() for c in text.split(",") if c.strip()]
     unknown = [c for c in names if c not in CLASSICAL]
     if unknown:
-        raise VQError(f"--codecs: unknown codec {unknown[0]!r} (choose from {', '.join(CLASSICAL)})")
+        raise UsageError(f"--codecs: unknown codec {unknown[0]!r} (choose from {', '.join(CLASSICAL)})")
     return list(dict.fromkeys(names))
 
 

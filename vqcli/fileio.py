@@ -13,6 +13,13 @@ from typing import BinaryIO
 from .errors import VQError
 
 
+def os_error_message(e: OSError, fallback: object = None) -> str:
+    """'FILE: what went wrong' for an OSError (the file it names, else `fallback`)."""
+    name = e.filename if e.filename is not None else fallback
+    what = e.strerror or str(e) or type(e).__name__
+    return f"{name}: {what}" if name is not None else what
+
+
 def read_file(path: Path | str) -> bytes:
     """A file's bytes; a missing, unreadable or directory path is a one-line VQError."""
     path = Path(path)

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from .config import ModelConfig
-from .errors import VQError
+from .errors import UsageError, VQError
 from .fileio import atomic_output, read_file
 
 FORMAT = "vqcli-weights"
@@ -125,7 +125,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise VQError("--device cuda: CUDA is not available on this machine")
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise VQError(f"--device {device}: expected auto, cpu or cuda")
+        raise UsageError(f"--device {device}: expected auto, cpu or cuda")
     return torch.device(device)
 
 
