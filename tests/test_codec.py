@@ -245,6 +245,10 @@ def test_palette_16bit_and_exif(weights):
     assert g16.mode == "I;16"
     _, res, dec = _roundtrip(weights, _encode(g16))
     assert res.mode == "L" and dec.rgb.shape == (40, 56, 3)
+    # Pillow's 32-bit mode "I" often holds 8-bit values: they are kept, not divided by 257.
+    grey8 = make_image(40, 56, 10)[..., 0]
+    img_i = decode_image(_encode(Image.fromarray(grey8.astype(np.int32), "I"), "TIFF"), "i.tif")
+    assert np.array_equal(img_i.rgb[..., 0], grey8)
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees on display
     img, res, dec = _roundtrip(weights, _encode(Image.fromarray(rgb), "JPEG", exif=exif.tobytes()))

@@ -27,9 +27,11 @@ def find_images(root: Path) -> list[Path]:
 
 
 def _to_uint8(a: np.ndarray) -> np.ndarray:
+    """8 bits per sample: 16-bit data is scaled by 1/257; 32-bit integer or float modes (Pillow's
+    "I", "F") are scaled only when their values exceed 8 bits, since they often hold 8-bit data."""
     if a.dtype == np.uint8:
         return a
-    if a.dtype in (np.uint16, np.int32, np.uint32) or a.max(initial=0) > 255:
+    if a.dtype == np.uint16 or a.max(initial=0) > 255:
         return np.clip(np.round(a.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
     return np.clip(a, 0, 255).astype(np.uint8)
 
