@@ -113,3 +113,23 @@ def test_ddp_two_processes_keep_identical_codebooks(image_dir: Path, tmp_path: P
     for k in r0:
         assert torch.equal(r0[k], r1[k]), k
     assert (tmp_path / "ddp.safetensors").exists()
+
+
+def test_index_api_encode_decode_embed() -> None:
+    torch.manual_seed(0)
+    model = VQVAE(TINY).eval()
+    for layer in model.quantizer.layers:
+        layer.codebook.normal_()
+    images = torch.rand(2, 3, 32, 48)
+    idx = model.encode(images)
+    assert idx.shape == (2, TINY.stages, 4, 6) and idx.dtype == torch.long
+    # embed sums the code vectors of the first `stages` stages, position by position in raster order.
+    emb = model.embed(idx, stages=2)
+    assert emb.shape == (2, 4 * 6, TINY.latent_dim)
+    q = model.quantizer.layers
+    manual = q[0].lookup(idx[:, 0]) + q[1].lookup(idx[:, 1])  # [B, h, w, D]
+    assert torch.allclose(emb, manual.reshape(2, -1, TINY.latent_dim))
+    assert torch.allclose(model.embed(idx), model.latent_from_indices(idx).flatten(2).transpose(1, 2))
+    assert model.decode(idx[:, :1]).shape == images.shape
+    with pytest.raises(ValueError):
+        model.latent_from_indices(idx[0])
