@@ -123,3 +123,13 @@ def test_quantizer_dropout_uses_prefixes_in_training() -> None:
     counts = torch.bincount(out.n_stages, minlength=6)
     assert counts[0] == 0 and (counts[1:] > 100).all()
     assert out.indices.shape == (1000, 5)  # every stage still quantizes (and learns)
+
+
+def test_forward_under_bf16_autocast_picks_the_fp32_codes() -> None:
+    # Training runs the model under bf16 autocast on CUDA; the quantizer must not (CPU autocast
+    # stands in for it here: it also turns matmuls into bf16).
+    rvq, data = _trained_rvq()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = rvq(data)
+    assert out.quantized.dtype == torch.float32
+    assert torch.equal(out.indices, rvq.encode(data))

@@ -206,7 +206,15 @@ class ResidualVQ(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, n_stages: torch.Tensor | int | None = None) -> RVQOutput:
-        """x: [N, D]. n_stages: per-vector prefix length; default: dropout in training, all otherwise."""
+        """x: [N, D]. n_stages: per-vector prefix length; default: dropout in training, all otherwise.
+
+        Runs in fp32 whatever the caller's autocast: bf16 distances would pick other codes than
+        encode() does, and EMA statistics need the precision.
+        """
+        with torch.autocast(x.device.type, enabled=False):
+            return self._forward(x.float(), n_stages)
+
+    def _forward(self, x: torch.Tensor, n_stages: torch.Tensor | int | None) -> RVQOutput:
         n, S = x.shape[0], self.n_stages
         if n_stages is None:
             n_stages = torch.full((n,), S, device=x.device, dtype=torch.long)
