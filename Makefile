@@ -35,7 +35,7 @@ bench: install
 	$(BIN)/vq eval $(VAL) --plot $(OUT)/rd.png --json $(OUT)/eval.json
 
 lint: install
-	$(BIN)/python -m ruff check vqcli tests
+	$(BIN)/python -m ruff check vqcli tests tools
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache

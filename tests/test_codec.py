@@ -23,7 +23,6 @@ from vqcli.codec import (
     compress,
     decode_indices,
     decompress,
-    default_stages,
     encode_indices,
     entropy_model,
     pack,
@@ -32,7 +31,7 @@ from vqcli.codec import (
 from vqcli.entropy import build_model, quantize
 from vqcli.errors import VQError
 from vqcli.images import LoadedImage, decode_image
-from vqcli.weights import load_weights, model_id_of
+from vqcli.weights import load_weights, model_id_of, rule_default_stages, set_default_stages
 
 runner = CliRunner()
 
@@ -97,7 +96,28 @@ def test_round_trip_indices_and_crop(weights):
 
 
 def test_default_stages_rule():
-    assert [default_stages(s) for s in (1, 2, 3, 10, 16)] == [1, 2, 2, 6, 10]
+    assert [rule_default_stages(s) for s in (1, 2, 3, 10, 16)] == [1, 2, 2, 6, 10]
+
+
+def test_default_stages_from_weights(tiny_weights: Path, tmp_path: Path):
+    """A release names its default rate in the metadata; compress without a rate flag uses it."""
+    img = LoadedImage(make_image(32, 48, 4), None, "RGB")
+    plain = load_weights(tiny_weights)
+    assert plain.named_default is None and compress(plain, img).stages == rule_default_stages(3) == 2
+    out = tmp_path / "w.safetensors"
+    set_default_stages(tiny_weights, 1, out)
+    named = load_weights(out)
+    assert named.default_stages == 1 and named.model_id == plain.model_id
+    assert compress(named, img).stages == 1 and compress(named, img, stages=3).stages == 3
+    with pytest.raises(VQError, match="default stages must be 1 to 3"):
+        set_default_stages(out, 4)
+    from safetensors.torch import load, save
+
+    data = out.read_bytes()
+    meta = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["__metadata__"]
+    out.write_bytes(save(load(data), metadata={**meta, "default_stages": "7"}))
+    with pytest.raises(VQError, match="bad default_stages '7'"):
+        load_weights(out)
 
 
 def test_static_fallback(static_weights):

@@ -130,7 +130,8 @@ def compress(
                                                   "inputs ('-': stdout). Default: IN.vqz.")] = None,
     weights: CodecWeightsOpt = None,
     stages: Annotated[Optional[int], typer.Option(
-        help="Keep the first N RVQ stages (default: ceil(0.6 S), 8 of the default model's 12).")] = None,
+        help="Keep the first N RVQ stages (default: the rate the weights name, "
+             "else ceil(0.6 S)).")] = None,
     bpp: Annotated[Optional[float], typer.Option(help="Most stages whose file fits X bits per pixel.")] = None,
     psnr: Annotated[Optional[float], typer.Option(help="Fewest stages reaching DB decibels PSNR.")] = None,
     force: CodecForceOpt = False,

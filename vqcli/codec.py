@@ -6,8 +6,9 @@ an alpha channel (RGBA, LA, palette transparency) is kept losslessly in a zlib c
 learned RGB model has no business approximating a mask. 16-bit inputs are reduced to 8 bits
 and EXIF orientation is applied on reading (vqcli.images).
 
-Rate: a file holds a prefix of the S stages. Default: ceil(0.6 * S) stages (8 of 12 for the
-default model), a middle rate; --stages, --bpp or --psnr choose otherwise.
+Rate: a file holds a prefix of the S stages. Default: the weights' default_stages (measured for
+the shipped model against JPEG; ceil(0.6 * S) for weights that name none); --stages, --bpp or
+--psnr choose otherwise.
 """
 
 from __future__ import annotations
@@ -27,11 +28,6 @@ from .weights import Weights
 
 GREY_SOURCES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _MODELS: dict[tuple[str, str], EntropyModel] = {}
-
-
-def default_stages(total: int) -> int:
-    """The default rate: ceil(0.6 * S) stages, a middle rate for any model (8 of 12, 2 of 3)."""
-    return max(1, min(total, math.ceil(0.6 * total)))
 
 
 def entropy_model(weights: Weights, kind: str = "auto") -> EntropyModel:
@@ -170,7 +166,7 @@ def colour_mode(image: LoadedImage) -> str:
 
 def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bpp: float | None = None,
              psnr: float | None = None, entropy: str = "auto", name: str = "<input>") -> CompressResult:
-    """Encode an image; at most one of stages / bpp / psnr picks the rate (default: default_stages).
+    """Encode an image; at most one of stages / bpp / psnr picks the rate (default: weights.default_stages).
     name: the input's name for error messages."""
     if sum(v is not None for v in (stages, bpp, psnr)) > 1:
         raise VQError("choose at most one of --stages, --bpp and --psnr")
@@ -205,7 +201,7 @@ def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bp
         else:
             note = f"no stage count reaches {psnr:g} dB (best {max(by_stage.values()):.2f} dB); used all {total}"
     else:
-        n = stages if stages is not None else default_stages(total)
+        n = stages if stages is not None else weights.default_stages
         rate = f"--stages {n}" if stages is not None else "default"
     data = frame(weights, payloads[:n], width, height, em, mode, alpha)
     gh, gw = header.grid

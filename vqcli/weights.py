@@ -5,7 +5,9 @@ Layout of a release file:
 - ``stats.histogram`` [S, K] int64: per-stage index counts over the training data, from
   which the codec derives its entropy-coding prior; other ``stats.*`` tensors may follow;
 - metadata (all strings): ``format`` = "vqcli-weights", ``format_version``, ``config``
-  (ModelConfig JSON), ``model_id`` (hash of every tensor), ``training`` (JSON summary).
+  (ModelConfig JSON), ``model_id`` (hash of every tensor), ``training`` (JSON summary) and,
+  optionally, ``default_stages``: the rate `vq compress` uses without a rate flag, chosen for a
+  release by measurement (set_default_stages); without it, rule_default_stages.
 
 No pickle anywhere: checkpoints for resuming training use the same container (see train.py).
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,10 +44,21 @@ class Weights:
     stats: dict[str, torch.Tensor]
     training: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    named_default: int | None = None  # the file's default_stages metadata, if any
+
+    @property
+    def default_stages(self) -> int:
+        """The stages `vq compress` keeps without a rate flag."""
+        return self.named_default or rule_default_stages(self.config.stages)
 
     @property
     def histogram(self) -> torch.Tensor:
         return self.stats["histogram"]
+
+
+def rule_default_stages(total: int) -> int:
+    """The default rate of weights that name none: ceil(0.6 * S) stages, a middle rate (2 of 3)."""
+    return max(1, min(total, math.ceil(0.6 * total)))
 
 
 def default_weights_path() -> Path:
@@ -176,5 +190,22 @@ def load_weights(path: Path | str | None = None, device: str | torch.device = "c
         training = json.loads(meta.get("training", "{}"))
     except ValueError:
         training = {}
+    default = meta.get("default_stages")
+    if default is not None and not (default.isdigit() and 1 <= int(default) <= config.stages):
+        raise VQError(f"{path}: bad default_stages {default!r} in metadata (the model has stages 1 to {config.stages})")
     model.to(dev).eval()
-    return Weights(model, config, mid, stats, training, path)
+    return Weights(model, config, mid, stats, training, path, int(default) if default else None)
+
+
+def set_default_stages(path: Path | str, n: int, out: Path | str | None = None) -> None:
+    """Record the default rate (stages) in a weights file's metadata; tensors and model id are kept.
+    Written atomically to `out` (default: in place)."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    tensors, meta = read_safetensors(path)
+    stages = parse_config(path, meta).stages
+    if not 1 <= n <= stages:
+        raise VQError(f"{path}: default stages must be 1 to {stages}, not {n}")
+    with atomic_output(Path(out) if out is not None else path) as f:
+        f.write(save(tensors, metadata={**meta, "default_stages": str(n)}))
