@@ -26,11 +26,11 @@ from vqcli.codec import (
     encode_indices,
     entropy_model,
     pack,
-    psnr_of,
 )
 from vqcli.entropy import build_model, quantize
 from vqcli.errors import VQError
 from vqcli.images import LoadedImage, decode_image
+from vqcli.metrics import psnr
 from vqcli.weights import load_weights, model_id_of, rule_default_stages, set_default_stages
 
 runner = CliRunner()
@@ -200,7 +200,7 @@ def test_rate_control_psnr(weights):
     rgb = make_image(64, 64, 6)
     img = LoadedImage(rgb, None, "RGB")
     idx = encode_indices(weights, rgb)
-    ps = [psnr_of(rgb, decode_indices(weights, idx[:n], 64, 64)) for n in (1, 2, 3)]
+    ps = [psnr(rgb, decode_indices(weights, idx[:n], 64, 64)) for n in (1, 2, 3)]
     best = max(range(3), key=lambda i: ps[i])
     target = ps[best] - 1e-6
     expect = next(i for i in range(3) if ps[i] >= target) + 1

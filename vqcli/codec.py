@@ -13,13 +13,13 @@ the shipped model against JPEG; ceil(0.6 * S) for weights that name none); --sta
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from . import format as vqz
+from . import metrics
 from .data import pad_to_multiple, to_tensor, to_uint8
 from .entropy import EntropyModel, build_model
 from .errors import VQError
@@ -146,11 +146,6 @@ class CompressResult:
         }
 
 
-def psnr_of(ref: np.ndarray, img: np.ndarray) -> float:
-    mse = float(np.mean((ref.astype(np.float64) - img.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
-
-
 def _entropy_bits(grid: np.ndarray, k: int) -> float:
     counts = np.bincount(grid.ravel(), minlength=k)
     p = counts[counts > 0] / grid.size
@@ -194,7 +189,7 @@ def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bp
         rate = f"--psnr {psnr:g}"
         n = total
         for k in range(1, total + 1):
-            by_stage[k] = psnr_of(image.rgb, decode_indices(weights, torch.from_numpy(idx[:k]), width, height))
+            by_stage[k] = metrics.psnr(image.rgb, decode_indices(weights, torch.from_numpy(idx[:k]), width, height))
             if by_stage[k] >= psnr:
                 n = k
                 break
@@ -274,16 +269,6 @@ def decompress(weights: Weights, data: bytes, stages: int | None = None, name: s
 
 # -- quality ------------------------------------------------------------------------------------
 def quality(ref: np.ndarray, img: np.ndarray) -> dict[str, float | None]:
-    """PSNR, and MS-SSIM where the short side allows its 5 scales (>= 161 px), else SSIM
-    (>= 11 px), else neither."""
-    from pytorch_msssim import ms_ssim, ssim
-
-    out: dict[str, float | None] = {"psnr": psnr_of(ref, img), "ms_ssim": None, "ssim": None}
-    a = torch.from_numpy(ref.astype(np.float32)).permute(2, 0, 1)[None]
-    b = torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1)[None]
-    short = min(ref.shape[:2])
-    if short >= 161:
-        out["ms_ssim"] = float(ms_ssim(a, b, data_range=255))
-    elif short >= 11:
-        out["ssim"] = float(ssim(a, b, data_range=255))
-    return out
+    """PSNR, and MS-SSIM where the short side allows its 5 scales (>= 161 px), else SSIM."""
+    m, multi = metrics.ms_ssim(ref, img)
+    return {"psnr": metrics.psnr(ref, img), "ms_ssim": m if multi else None, "ssim": None if multi else m}
