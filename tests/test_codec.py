@@ -31,7 +31,7 @@ from vqcli.entropy import build_model, quantize
 from vqcli.errors import VQError
 from vqcli.images import LoadedImage, decode_image
 from vqcli.metrics import psnr
-from vqcli.weights import load_weights, model_id_of, rule_default_stages, set_default_stages
+from vqcli.weights import load_weights, model_id_of, read_safetensors, rule_default_stages, set_default_stages
 
 runner = CliRunner()
 
@@ -111,11 +111,10 @@ def test_default_stages_from_weights(tiny_weights: Path, tmp_path: Path):
     assert compress(named, img).stages == 1 and compress(named, img, stages=3).stages == 3
     with pytest.raises(VQError, match="default stages must be 1 to 3"):
         set_default_stages(out, 4)
-    from safetensors.torch import load, save
+    from safetensors.torch import save
 
-    data = out.read_bytes()
-    meta = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["__metadata__"]
-    out.write_bytes(save(load(data), metadata={**meta, "default_stages": "7"}))
+    tensors, meta = read_safetensors(out)
+    out.write_bytes(save(tensors, metadata={**meta, "default_stages": "7"}))
     with pytest.raises(VQError, match="bad default_stages '7'"):
         load_weights(out)
 
