@@ -256,7 +256,7 @@ def run_decompress(inputs: list[str], output: str | None, weights_path: Path | N
     """Returns the exit code (0, or 1 when some file of a batch failed)."""
     import functools
 
-    from .weights import load_weights
+    from .weights import find_weights, load_weights
 
     if stages is not None and stages < 1:
         raise UsageError(f"--stages {stages}: must be at least 1")
@@ -268,8 +268,12 @@ def run_decompress(inputs: list[str], output: str | None, weights_path: Path | N
         if j.dst != STDIO and Path(j.dst).suffix.lower() not in OUTPUT_FORMATS:
             raise UsageError(f"{j.dst}: unsupported output format {Path(j.dst).suffix or '(no extension)'} "
                              f"(use {', '.join(sorted(OUTPUT_FORMATS))})")
-    # Loaded on first use, so that a non-vqz input fails before the model loads.
-    weights = functools.cache(lambda: load_weights(weights_path, device))
+    # Loaded on first use, so that a non-vqz input fails before the model loads; without --weights,
+    # each file's model is found by the id in its header (every released model stays shipped).
+    @functools.cache
+    def weights(model_id: str, name: str):
+        return load_weights(weights_path if weights_path is not None else find_weights(model_id, name), device)
+
     results, failed = run_jobs(jobs, batch, lambda job: _decompress_one(weights, job, stages, force))
     if as_json:
         print(json.dumps(results if batch else results[0], indent=1))
@@ -291,8 +295,8 @@ def _decompress_one(weights, job: Job, stages: int | None, force: bool) -> dict[
     _check_output(job.dst, force)
     name = _name(job.src)
     data = _read_input(job.src)
-    vqz.read_header(data, name)
-    dec = decompress(weights(), data, stages, name)
+    header = vqz.read_header(data, name)
+    dec = decompress(weights(header.model_id, name), data, stages, name)
     payload, note = encode_output(dec, job.dst, name)
     _write_output(job.dst, payload, force)
     h = dec.header

@@ -1,0 +1,47 @@
+"""Weights found by the model id in a .vqz header: every released model keeps decoding its files."""
+
+from __future__ import annotations
+
+import shutil
+
+from conftest import make_image
+from PIL import Image
+from typer.testing import CliRunner
+
+from vqcli.cli import app
+from vqcli.weights import WEIGHTS_PATH_ENV, default_weights_path, find_weights, load_weights, model_id_in_metadata
+
+
+def _cli(*args: str, env: dict | None = None):
+    return CliRunner().invoke(app, list(args), env=env)
+
+
+def test_shipped_default_is_found_by_its_id():
+    w = load_weights(default_weights_path())
+    assert model_id_in_metadata(default_weights_path()) == w.model_id
+    assert find_weights(w.model_id) == default_weights_path()
+
+
+def test_decompress_finds_weights_by_header_id(tiny_weights, tmp_path, monkeypatch):
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(tiny_weights, models / "mine.safetensors")
+    src = tmp_path / "a.bmp"
+    Image.fromarray(make_image(40, 56, 3)).save(src)
+    r = _cli("compress", str(src), "--weights", str(tiny_weights), "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    vqz = tmp_path / "a.vqz"
+
+    # Not on the search path: one line naming the file and the model id, no output.
+    monkeypatch.delenv(WEIGHTS_PATH_ENV, raising=False)
+    r = _cli("decompress", str(vqz), "--device", "cpu")
+    mid = load_weights(tiny_weights).model_id
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1, r.output
+    assert str(vqz) in r.stderr and mid in r.stderr and WEIGHTS_PATH_ENV in r.stderr
+    assert not (tmp_path / "a.png").exists()
+
+    # On the search path (no --weights): decodes with the model the header names.
+    r = _cli("decompress", str(vqz), "-o", str(tmp_path / "out.png"), "--device", "cpu",
+             env={WEIGHTS_PATH_ENV: str(models)})
+    assert r.exit_code == 0, r.output
+    assert Image.open(tmp_path / "out.png").size == (56, 40)
