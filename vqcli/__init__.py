@@ -1,8 +1,32 @@
 """vq: learned image compression with a residual-VQ autoencoder.
 
-The Python API lives in the submodules (imported lazily so that the CLI starts fast):
-`vqcli.model` (VQVAE), `vqcli.weights` (load/save), `vqcli.codec` (compress/decompress bytes),
-`vqcli.train` (training loop).
+    import vqcli
+    data = vqcli.compress("photo.png", stages=4)   # .vqz bytes
+    image = vqcli.decompress(data)                 # a PIL image
+
+The API (docs/API.md) is imported lazily (PEP 562), so `import vqcli` stays fast and loads no
+torch until a model is needed. Submodules: vqcli.model (VQVAE), vqcli.weights, vqcli.codec
+(bytes API with every detail), vqcli.train.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["__version__", "compress", "decompress", "info", "load_model"]
+
+_LAZY = {"compress": "api", "decompress": "api", "info": "api", "load_model": "api"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # later look-ups skip this hook
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

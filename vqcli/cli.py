@@ -44,7 +44,7 @@ def run_guarded(fn, *args, **kwargs):
     """
     import os
 
-    from .errors import UsageError, VQError
+    from .errors import UsageError, VQError, cli_message
     from .fileio import os_error_message
 
     try:
@@ -52,9 +52,9 @@ def run_guarded(fn, *args, **kwargs):
     except (typer.Exit, typer.Abort):
         raise
     except UsageError as e:
-        raise fail(str(e), 2) from None
+        raise fail(cli_message(e), 2) from None
     except VQError as e:
-        raise fail(str(e)) from None
+        raise fail(cli_message(e)) from None
     except BrokenPipeError:
         raise typer.Exit(1) from None
     except OSError as e:  # disk full, permissions, a path that vanished

@@ -22,7 +22,7 @@ from . import format as vqz
 from . import metrics
 from .data import pad_to_multiple, to_tensor, to_uint8
 from .entropy import EntropyModel, build_model
-from .errors import VQError
+from .errors import UsageError, VQError
 from .images import LoadedImage
 from .weights import Weights
 
@@ -159,15 +159,26 @@ def colour_mode(image: LoadedImage) -> str:
     return "L" if grey else "RGB"
 
 
+RATE_PARAMS = ("stages", "bpp", "psnr")
+
+
+def check_rate(stages: int | None, bpp: float | None, psnr: float | None, total: int | None = None) -> None:
+    """The rate parameters: at most one of them, a positive bpp, stages within 1..total (once known)."""
+    if sum(v is not None for v in (stages, bpp, psnr)) > 1:
+        raise UsageError("choose at most one of stages, bpp and psnr", params=RATE_PARAMS)
+    if bpp is not None and not bpp > 0:
+        raise UsageError(f"bpp {bpp:g}: must be positive", params=("bpp",))
+    if stages is not None and not (1 <= stages and (total is None or stages <= total)):
+        raise UsageError(f"stages {stages}: the model has stages 1 to {total}" if total is not None
+                         else f"stages {stages}: must be at least 1", params=("stages",))
+
+
 def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bpp: float | None = None,
              psnr: float | None = None, entropy: str = "auto", name: str = "<input>") -> CompressResult:
     """Encode an image; at most one of stages / bpp / psnr picks the rate (default: weights.default_stages).
     name: the input's name for error messages."""
-    if sum(v is not None for v in (stages, bpp, psnr)) > 1:
-        raise VQError("choose at most one of --stages, --bpp and --psnr")
     total = weights.config.stages
-    if stages is not None and not 1 <= stages <= total:
-        raise VQError(f"--stages {stages}: the model has stages 1 to {total}")
+    check_rate(stages, bpp, psnr, total)
     height, width = image.rgb.shape[:2]
     mode = colour_mode(image)
     em = entropy_model(weights, entropy)
@@ -245,7 +256,8 @@ def unpack(weights: Weights, data: bytes, stages: int | None = None, name: str =
     n = c.stages_available
     if stages is not None:
         if not 1 <= stages <= n:
-            raise VQError(f"{name}: --stages {stages}, but the file holds {n} stage{'s' * (n != 1)}")
+            raise VQError(f"{name}: stages {stages}, but the file holds {n} stage{'s' * (n != 1)}",
+                          params=("stages",))
         n = stages
     try:
         em = entropy_model(weights, h.entropy)

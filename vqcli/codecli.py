@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError, VQError
+from .errors import UsageError, VQError, cli_message
 from .fileio import os_error_message, read_file, write_atomic
 
 STDIO = "-"
@@ -126,8 +126,8 @@ def run_jobs(jobs: list[Job], batch: bool, one) -> tuple[list[dict[str, Any]], i
             except (VQError, OSError) as e:
                 failed += 1
                 e = e if isinstance(e, VQError) else VQError(os_error_message(e, job.src))
-                err.print(f"vq: error: {e}", markup=False, highlight=False, soft_wrap=True)
-                results.append({"input": job.src, "output": job.dst, "error": str(e)})
+                err.print(f"vq: error: {cli_message(e)}", markup=False, highlight=False, soft_wrap=True)
+                results.append({"input": job.src, "output": job.dst, "error": cli_message(e)})
             prog.advance(task)
     return results, failed
 
@@ -198,20 +198,17 @@ def run_compress(inputs: list[str], output: str | None, weights_path: Path | Non
                  stages: int | None, bpp: float | None, psnr: float | None, force: bool, as_json: bool,
                  verify: bool) -> int:
     """Returns the exit code (0, or 1 when some file of a batch failed)."""
+    from .codec import check_rate
     from .weights import load_weights
 
-    if sum(v is not None for v in (stages, bpp, psnr)) > 1:
-        raise UsageError("choose one of --stages, --bpp and --psnr")
-    if bpp is not None and not bpp > 0:
-        raise UsageError(f"--bpp {bpp}: must be positive")
+    check_rate(stages, bpp, psnr)
     jobs, batch = plan_compress(inputs, output)
     for j in jobs:
         _refuse_tty(j.dst)
     if as_json and any(j.dst == STDIO for j in jobs):
         raise UsageError("--json cannot be used while the compressed file goes to stdout")
     weights = load_weights(weights_path, device)
-    if stages is not None and not 1 <= stages <= weights.config.stages:
-        raise UsageError(f"--stages {stages}: the model has stages 1 to {weights.config.stages}")
+    check_rate(stages, bpp, psnr, weights.config.stages)
     rate = {"stages": stages, "bpp": bpp, "psnr": psnr}
     out = _console(stderr=any(j.dst == STDIO for j in jobs))
     results, failed = run_jobs(jobs, batch, lambda job: _compress_one(weights, job, rate, force, verify))
@@ -256,10 +253,10 @@ def run_decompress(inputs: list[str], output: str | None, weights_path: Path | N
     """Returns the exit code (0, or 1 when some file of a batch failed)."""
     import functools
 
+    from .codec import check_rate
     from .weights import find_weights, load_weights
 
-    if stages is not None and stages < 1:
-        raise UsageError(f"--stages {stages}: must be at least 1")
+    check_rate(stages, None, None)
     jobs, batch = plan_jobs(inputs, output, ".png", lambda d: sorted(d.rglob("*.vqz")), ".vqz files")
     for j in jobs:
         if j.dst == STDIO and as_json:

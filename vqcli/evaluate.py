@@ -68,7 +68,8 @@ def parse_codecs(text: str) -> list[str]:
     names = [c.strip().lower() for c in text.split(",") if c.strip()]
     unknown = [c for c in names if c not in CLASSICAL]
     if unknown:
-        raise UsageError(f"--codecs: unknown codec {unknown[0]!r} (choose from {', '.join(CLASSICAL)})")
+        raise UsageError(f"codecs: unknown codec {unknown[0]!r} (choose from {', '.join(CLASSICAL)})",
+                         params=("codecs",))
     return list(dict.fromkeys(names))
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,32 +40,49 @@ def _to_uint8(a: np.ndarray) -> np.ndarray:
 
 def decode_image(data: bytes, name: str) -> LoadedImage:
     """Decode image bytes; EXIF orientation applied, any mode converted to RGB (+ alpha)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image
+
+    with _readable(name):
+        with Image.open(io.BytesIO(data)) as im:
+            return from_pil(im, name)
+
+
+def from_pil(im, name: str = "<image>") -> LoadedImage:
+    """A Pillow image as 8-bit RGB (+ alpha): EXIF orientation applied, any mode converted."""
+    from PIL import ImageOps
+
+    with _readable(name):
+        if im.width * im.height > MAX_PIXELS:
+            raise VQError(f"{name}: image is {im.width}x{im.height}, larger than the {MAX_PIXELS} pixel limit")
+        im = ImageOps.exif_transpose(im)
+        im.load()
+        mode = im.mode
+        alpha = None
+        if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            gray = _to_uint8(np.asarray(im))
+            rgb = np.repeat(gray[:, :, None], 3, axis=2)
+        else:
+            if (mode == "P" and "transparency" in im.info) or mode in ("LA", "PA", "La"):
+                im = im.convert("RGBA")
+            if im.mode == "RGBA":
+                a = np.asarray(im.getchannel("A"))
+                alpha = None if a.min() == 255 else a.copy()
+                im = im.convert("RGB")
+            rgb = np.asarray(im.convert("RGB"))
+    return LoadedImage(np.ascontiguousarray(rgb), alpha, mode)
+
+
+@contextlib.contextmanager
+def _readable(name: str) -> Iterator[None]:
+    """Pillow's many ways of failing on a bad image, as one VQError naming the file."""
+    from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            if im.width * im.height > MAX_PIXELS:
-                raise VQError(f"{name}: image is {im.width}x{im.height}, larger than the {MAX_PIXELS} pixel limit")
-            im = ImageOps.exif_transpose(im)
-            im.load()
+        yield
     except VQError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise VQError(f"{name}: not a readable image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    mode = im.mode
-    alpha = None
-    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        gray = _to_uint8(np.asarray(im))
-        rgb = np.repeat(gray[:, :, None], 3, axis=2)
-    else:
-        if (mode == "P" and "transparency" in im.info) or mode in ("LA", "PA", "La"):
-            im = im.convert("RGBA")
-        if im.mode == "RGBA":
-            a = np.asarray(im.getchannel("A"))
-            alpha = None if a.min() == 255 else a.copy()
-            im = im.convert("RGB")
-        rgb = np.asarray(im.convert("RGB"))
-    return LoadedImage(np.ascontiguousarray(rgb), alpha, mode)
 
 
 def load_image(path: Path | str) -> LoadedImage:

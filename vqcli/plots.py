@@ -28,7 +28,7 @@ def pyplot(path: Path | str):
         matplotlib.use("Agg", force=True)
         import matplotlib.pyplot as plt
     except ImportError:
-        raise VQError(f"{path}: --plot needs matplotlib, which is not installed: {INSTALL_HINT}") from None
+        raise VQError(f"{path}: plotting needs matplotlib, which is not installed: {INSTALL_HINT}") from None
     return plt
 
 

@@ -244,7 +244,8 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
     if tcfg.msssim_weight > 0:
         from pytorch_msssim import ms_ssim
         if tcfg.crop < 176:
-            raise VQError(f"--msssim-weight needs --crop >= 176 (MS-SSIM's 5 scales), got {tcfg.crop}")
+            raise VQError(f"msssim_weight needs crop >= 176 (MS-SSIM's 5 scales), got {tcfg.crop}",
+                          params=("msssim_weight", "crop"))
 
     show = progress and rank == 0
     prog, console = _reporter(tcfg.steps, state.step, show)

@@ -104,7 +104,7 @@ def find_weights(model_id: str, name: str = "<input>") -> Path:
             if model_id_in_metadata(path) == model_id:
                 return path
     raise VQError(f"{name}: made with model {model_id}, and no weights of that id were found "
-                  f"(searched {', '.join(map(str, folders))}; pass --weights or add its folder to {WEIGHTS_PATH_ENV})")
+                  f"(searched {', '.join(map(str, folders))}; pass the weights file, or add its folder to {WEIGHTS_PATH_ENV})")
 
 
 def model_id_of(tensors: dict[str, torch.Tensor]) -> str:
@@ -176,9 +176,9 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise VQError("--device cuda: CUDA is not available on this machine")
+        raise VQError("device cuda: CUDA is not available on this machine", params=("device",))
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise UsageError(f"--device {device}: expected auto, cpu or cuda")
+        raise UsageError(f"device {device}: expected auto, cpu or cuda", params=("device",))
     return torch.device(device)
 
 
@@ -210,7 +210,7 @@ def load_weights(path: Path | str | None = None, device: str | torch.device = "c
 
     path = Path(path) if path is not None else default_weights_path()
     if not path.exists():
-        raise VQError(f"{path}: no such file" + (" (the default weights are missing: pass --weights)"
+        raise VQError(f"{path}: no such file" + (" (the shipped weights are missing: pass a weights file)"
                                                   if path == default_weights_path() else ""))
     tensors, meta = read_safetensors(path)
     config = parse_config(path, meta)
