@@ -5,7 +5,8 @@
     image = vqcli.decompress(data)                 # a PIL image
 
 The API (docs/API.md) is imported lazily (PEP 562), so `import vqcli` stays fast and loads no
-torch until a model is needed. Submodules: vqcli.model (VQVAE), vqcli.weights, vqcli.codec
+torch until a model is needed. It registers a Pillow plugin: Image.open("x.vqz") decodes and
+im.save("x.vqz", stages=4) encodes (vqcli.pillow_plugin). Submodules: vqcli.model (VQVAE), vqcli.weights, vqcli.codec
 (bytes API with every detail), vqcli.train.
 """
 
@@ -15,9 +16,16 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "compress", "decompress", "info", "load_model"]
+__all__ = ["__version__", "compress", "decompress", "info", "load_model", "register_pillow"]
 
 _LAZY = {"compress": "api", "decompress": "api", "info": "api", "load_model": "api"}
+
+
+def register_pillow() -> None:
+    """Register the .vqz Pillow plugin (done by `import vqcli`; again is harmless)."""
+    from .pillow_plugin import register
+
+    register()
 
 
 def __getattr__(name: str) -> Any:
@@ -30,3 +38,8 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+# Image.open("x.vqz") works after `import vqcli`: the plugin needs only Pillow and vqcli.format;
+# the model (and torch) load when a file is actually decoded.
+register_pillow()
