@@ -19,8 +19,7 @@ import numpy as np
 import torch
 
 from . import format as vqz
-from . import metrics
-from .data import pad_to_multiple, to_tensor, to_uint8
+from . import metrics, tiling
 from .entropy import EntropyModel, build_model
 from .errors import UsageError, VQError
 from .images import LoadedImage
@@ -38,28 +37,26 @@ def entropy_model(weights: Weights, kind: str = "auto") -> EntropyModel:
     return _MODELS[key]
 
 
-def _device(weights: Weights) -> torch.device:
-    return next(weights.model.parameters()).device
-
-
 # -- indices <-> pixels -------------------------------------------------------------------------
-@torch.no_grad()
-def encode_indices(weights: Weights, rgb: np.ndarray) -> torch.Tensor:
-    """uint8 [H, W, 3] -> int64 [S, h, w], replicate-padded to the model's factor, all stages."""
+def encode_indices(weights: Weights, rgb: np.ndarray, tile: int | None = None) -> torch.Tensor:
+    """uint8 [H, W, 3] -> int64 [S, h, w], replicate-padded to the model's factor, all stages.
+
+    Tiled (vqcli.tiling; tile: core side in latent cells, default per device): the same indices
+    as whole-image encoding except at float near-ties."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected uint8 [H, W, 3], got {rgb.dtype} {rgb.shape}")
-    x, _ = pad_to_multiple(to_tensor(rgb).to(_device(weights)), weights.model.factor)
-    return weights.model.encode(x)[0].cpu()
+    return tiling.encode(weights.model, rgb, tile)
 
 
-@torch.no_grad()
-def decode_indices(weights: Weights, indices: torch.Tensor, width: int, height: int) -> np.ndarray:
-    """int64 [s, h, w] (any prefix of the stages) -> uint8 [height, width, 3], padding cropped."""
+def decode_indices(weights: Weights, indices: torch.Tensor, width: int, height: int,
+                   tile: int | None = None) -> np.ndarray:
+    """int64 [s, h, w] (any prefix of the stages) -> uint8 [height, width, 3], padding cropped.
+
+    Tiled (vqcli.tiling): within one level of whole-image decoding."""
     f = weights.model.factor
     if indices.ndim != 3 or indices.shape[1] * f < height or indices.shape[2] * f < width:
         raise ValueError(f"indices {tuple(indices.shape)} do not cover {width}x{height}")
-    x = weights.model.decode(torch.as_tensor(indices)[None].long().to(_device(weights)))
-    return to_uint8(x[..., :height, :width])
+    return tiling.decode(weights.model, torch.as_tensor(indices), width, height, tile)
 
 
 # -- indices <-> bytes --------------------------------------------------------------------------
