@@ -318,6 +318,69 @@ def eval_cmd(
     run_guarded(go)
 
 
+@app.command()
+def compare(
+    image: Annotated[Path, typer.Argument(help="An image (png, jpg, webp, tiff, bmp, avif).")],
+    bpp: Annotated[Optional[float], typer.Option(help="Byte budget in bits per pixel of the whole image "
+                                                 "[default: 0.25].", show_default=False)] = None,
+    size: Annotated[Optional[int], typer.Option(help="Byte budget in bytes (instead of --bpp).")] = None,
+    crop: Annotated[Optional[str], typer.Option(help="X,Y,W,H of the region to show (default: a 160 px "
+                                                "square at the centre).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="PNG figure to write "
+                                                   "(default: IMAGE.compare.png).")] = None,
+    codecs: Annotated[str, typer.Option(help="Classical codecs beside vq: jpeg, webp, avif.")] = "jpeg,webp,avif",
+    zoom: Annotated[Optional[int], typer.Option(min=1, help="Nearest-neighbour zoom of the crops (default: "
+                                                "to about 320 px).")] = None,
+    columns: Annotated[Optional[int], typer.Option(min=1, help="Panels per row (default: all in one).")] = None,
+    weights: WeightsOpt = None,
+    force: CodecForceOpt = False,
+    json_out: CodecJsonOpt = False,
+    device: DeviceOpt = "auto",
+) -> None:
+    """The image through vq, JPEG, WebP and AVIF at the same file size, side by side as zoomed crops."""
+    def go() -> None:
+        import io
+
+        from .compare import compare as run
+        from .compare import grid_figure, parse_crop, target_bytes
+        from .evaluate import parse_codecs
+        from .fileio import check_output, write_atomic
+        from .images import load_image
+        from .weights import load_weights
+
+        names = parse_codecs(codecs)
+        out = check_output(output if output is not None else image.with_suffix(".compare.png"), force)
+        rgb = load_image(image).rgb
+        h, w = rgb.shape[:2]
+        budget = target_bytes(w, h, bpp, size)
+        box = parse_crop(crop, w, h)
+        entries = run(load_weights(weights, device), rgb, budget, names)
+        buf = io.BytesIO()
+        grid_figure(entries, box, zoom, columns).save(buf, "PNG", optimize=True)
+        write_atomic(out, buf.getvalue(), force=force)
+        if json_out:
+            _print_json({"image": str(image), "width": w, "height": h, "budget_bytes": budget,
+                         "crop": list(box), "figure": str(out), "codecs": [e.to_dict() for e in entries]})
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=f"{image}: {w}x{h}, budget {budget:,} bytes ({8 * budget / (w * h):.3f} bpp)",
+                  title_justify="left", header_style="bold")
+        for col in ("codec", "setting", "bytes", "bpp", "PSNR (dB)", "MS-SSIM", "note"):
+            t.add_column(col, justify="left" if col in ("codec", "setting", "note") else "right")
+        for e in entries[1:]:
+            t.add_row(e.label, e.setting, f"{e.bytes:,}", f"{e.bpp:.3f}", f"{e.psnr:.2f}",
+                      f"{e.ms_ssim:.4f}" if e.ms_ssim is not None else f"SSIM {e.ssim:.4f}", e.note or "")
+        con = Console()
+        con.print(t)
+        if entries[0].note:
+            con.print(f"note: {entries[0].note}", markup=False)
+        typer.echo(f"wrote {out}", err=True)
+
+    run_guarded(go)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

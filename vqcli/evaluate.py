@@ -25,15 +25,16 @@ from .metrics import BD_INTERPOLATION, MSSSIM_MIN_SIDE, bd_rate, ms_ssim, msssim
 class Classical:
     label: str
     pil_format: str
-    qualities: tuple[int, ...]
+    qualities: tuple[int, ...]  # the ladder `vq eval` sweeps
     options: Callable[[int], dict[str, Any]]
+    quality_range: tuple[int, int] = (0, 100)  # every setting Pillow accepts (`vq compare` searches it)
 
 
 # Fixed quality ladders, the same for every image so that points can be averaged. They run
 # from about 0.1 bpp (the bottom of vq's 1-stage range) to well past its top.
 CLASSICAL: dict[str, Classical] = {
     "jpeg": Classical("JPEG 4:2:0", "JPEG", (5, 10, 15, 25, 35, 50, 65, 80, 90),
-                      lambda q: {"quality": q, "subsampling": 2, "optimize": True}),
+                      lambda q: {"quality": q, "subsampling": 2, "optimize": True}, (1, 100)),
     "webp": Classical("WebP m6", "WEBP", (0, 5, 10, 20, 35, 50, 65, 80, 90),
                       lambda q: {"quality": q, "method": 6}),
     "avif": Classical("AVIF", "AVIF", (5, 15, 25, 35, 45, 55, 65, 75, 85),
@@ -111,23 +112,35 @@ def vq_points(weights, rgb: np.ndarray, tally: Tally) -> list[Point]:
     return out
 
 
+def classical_encode(name: str, image, quality: int) -> bytes:
+    """A Pillow image (RGB) as a file of codec `name` (see CLASSICAL) at a quality setting."""
+    c = CLASSICAL[name]
+    buf = io.BytesIO()
+    image.save(buf, c.pil_format, **c.options(quality))
+    return buf.getvalue()
+
+
+def classical_decode(data: bytes) -> np.ndarray:
+    """uint8 [H, W, 3] of a file written by classical_encode."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as dec:
+        return np.asarray(dec.convert("RGB"))
+
+
 def classical_points(name: str, rgb: np.ndarray, tally: Tally) -> list[Point]:
     """The quality ladder of one Pillow codec on one image."""
     from PIL import Image
 
-    c = CLASSICAL[name]
     im = Image.fromarray(rgb)
     h, w = rgb.shape[:2]
     out = []
-    for q in c.qualities:
-        buf = io.BytesIO()
+    for q in CLASSICAL[name].qualities:
         t0 = time.perf_counter()
-        im.save(buf, c.pil_format, **c.options(q))
+        data = classical_encode(name, im, q)
         t_enc = time.perf_counter() - t0
-        data = buf.getvalue()
         t0 = time.perf_counter()
-        with Image.open(io.BytesIO(data)) as dec:
-            rec = np.asarray(dec.convert("RGB"))
+        rec = classical_decode(data)
         t_dec = time.perf_counter() - t0
         p, m = _score(rgb, rec, tally)
         out.append(Point(q, len(data) * 8 / (h * w), p, m, t_enc * 1e3, t_dec * 1e3))

@@ -33,6 +33,20 @@ def read_file(path: Path | str) -> bytes:
         raise VQError(f"{path}: cannot read ({e.strerror})") from None
 
 
+def check_output(path: Path | str, force: bool = True) -> Path:
+    """Fail before any work if `path` cannot be written: a missing parent directory, a directory
+    in the way, or (without force) an existing file. Returns the path."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise VQError(f"{path}: output directory {parent} does not exist")
+    if path.is_dir():
+        raise VQError(f"{path}: is a directory")
+    if not force and path.exists():
+        raise VQError(f"{path}: already exists (use -f to overwrite)")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_output(path: Path | str, force: bool = True) -> Iterator[BinaryIO]:
     """Open a temp file beside `path`; on success rename it over `path`, on error remove it.
@@ -40,12 +54,8 @@ def atomic_output(path: Path | str, force: bool = True) -> Iterator[BinaryIO]:
     With force=False an existing `path` is an error (checked before and, via a hard link
     where the filesystem allows, at the moment of publishing).
     """
-    path = Path(path)
+    path = check_output(path, force)
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise VQError(f"{path}: output directory {parent} does not exist")
-    if not force and path.exists():
-        raise VQError(f"{path}: already exists (use -f to overwrite)")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     except OSError as e:
