@@ -133,3 +133,22 @@ def test_index_api_encode_decode_embed() -> None:
     assert model.decode(idx[:, :1]).shape == images.shape
     with pytest.raises(ValueError):
         model.latent_from_indices(idx[0])
+
+
+def test_checkpoint_of_an_older_version_with_train_config_extra_loads(tmp_path: Path) -> None:
+    """Checkpoints written before TrainConfig.extra was removed still resume."""
+    import json
+
+    from safetensors.torch import save
+
+    from vqcli.train import TrainState, load_checkpoint, save_checkpoint
+    from vqcli.weights import read_safetensors
+
+    model = VQVAE(PRESETS["tiny"])
+    path = tmp_path / "c.ckpt.safetensors"
+    save_checkpoint(path, model, torch.optim.AdamW(model.parameters()), PRESETS["tiny"], TrainConfig(steps=7),
+                    TrainState(step=3))
+    tensors, meta = read_safetensors(path, "a vq checkpoint")
+    meta["train_config"] = json.dumps({**json.loads(meta["train_config"]), "extra": {}})
+    path.write_bytes(save(tensors, metadata=meta))
+    assert load_checkpoint(path)[1].steps == 7

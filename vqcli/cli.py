@@ -94,9 +94,8 @@ def train(
         raise fail(f"--preset {preset}: unknown preset (choose from {', '.join(PRESETS)})", 2)
     if not data.is_dir():
         raise fail(f"{data}: not a directory")
-    if not (out.parent if str(out.parent) else Path(".")).is_dir():
-        raise fail(f"{out}: output directory {out.parent} does not exist")
     from .config import TrainConfig
+    from .fileio import check_output
     from .train import TrainingInterrupted
     from .train import train as run_train
 
@@ -113,6 +112,7 @@ def train(
             typer.echo(f"vq: {e}", err=True)
             raise typer.Exit(130) from None
 
+    run_guarded(check_output, out)
     run_guarded(go)
 
 
@@ -286,15 +286,14 @@ def eval_cmd(
     def go() -> None:
         import json
 
-        from .errors import VQError
         from .evaluate import evaluate, parse_codecs, render
-        from .fileio import write_atomic
+        from .fileio import check_output, write_atomic
         from .weights import load_weights
 
         names = parse_codecs(codecs)
         for target in (json_out, plot):  # fail now, not after the whole evaluation
-            if target is not None and not (target.parent if str(target.parent) else Path(".")).is_dir():
-                raise VQError(f"{target}: output directory {target.parent} does not exist")
+            if target is not None:
+                check_output(target)
         if plot is not None:
             from .plots import pyplot
 
@@ -320,7 +319,7 @@ def eval_cmd(
 
 @app.command()
 def compare(
-    image: Annotated[Path, typer.Argument(help="An image (png, jpg, webp, tiff, bmp, avif).")],
+    image: Annotated[Path, typer.Argument(help="An image file.")],
     bpp: Annotated[Optional[float], typer.Option(help="Byte budget in bits per pixel of the whole image "
                                                  "[default: 0.25].", show_default=False)] = None,
     size: Annotated[Optional[int], typer.Option(help="Byte budget in bytes (instead of --bpp).")] = None,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError, VQError, cli_message
-from .fileio import os_error_message, read_file, write_atomic
+from .fileio import check_output, os_error_message, read_file, write_atomic
 
 STDIO = "-"
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
@@ -40,16 +40,8 @@ def _read_input(src: str) -> bytes:
 
 def _check_output(dst: str, force: bool) -> None:
     """Fail before any work if the output cannot be written."""
-    if dst == STDIO:
-        return
-    p = Path(dst)
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise VQError(f"{p}: output directory {parent} does not exist")
-    if p.is_dir():
-        raise VQError(f"{p}: is a directory")
-    if not force and p.exists():
-        raise VQError(f"{p}: already exists (use -f to overwrite)")
+    if dst != STDIO:
+        check_output(dst, force)
 
 
 def _refuse_tty(dst: str) -> None:
@@ -134,9 +126,9 @@ def run_jobs(jobs: list[Job], batch: bool, one) -> tuple[list[dict[str, Any]], i
 
 # -- compress -----------------------------------------------------------------------------------
 def plan_compress(inputs: list[str], output: str | None) -> tuple[list[Job], bool]:
-    from .images import find_images
+    from .images import IMAGE_FORMATS, find_images
 
-    return plan_jobs(inputs, output, ".vqz", find_images, "images (png, jpg, webp, tiff, bmp)")
+    return plan_jobs(inputs, output, ".vqz", find_images, f"images ({IMAGE_FORMATS})")
 
 
 def _compress_one(weights, job: Job, rate: dict, force: bool, verify: bool) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -112,4 +112,3 @@ class TrainConfig:
     ckpt_every: int = 1000
     seed: int = 0
     workers: int = 2
-    extra: dict[str, Any] = field(default_factory=dict)

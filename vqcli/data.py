@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .errors import VQError
-from .images import find_images, load_image
+from .images import IMAGE_FORMATS, find_images, load_image
 
 
 def usable_images(root: Path, min_side: int = 8) -> list[Path]:
@@ -34,7 +34,7 @@ def usable_images(root: Path, min_side: int = 8) -> list[Path]:
         except Exception as e:
             warnings.warn(f"skipping {p}: {e}", stacklevel=2)
     if not good:
-        raise VQError(f"{root}: no readable images found (png, jpg, webp, tiff, bmp)")
+        raise VQError(f"{root}: no readable images found ({IMAGE_FORMATS})")
     return good
 
 
@@ -59,24 +59,15 @@ def random_crop(rgb: np.ndarray, crop: int, rng: np.random.Generator) -> np.ndar
 class CropDataset(Dataset):
     """Item k is a random crop from a random image, fixed by (seed, rank, k)."""
 
-    def __init__(self, files: list[Path], crop: int, seed: int = 0, rank: int = 0, cache: bool = False) -> None:
+    def __init__(self, files: list[Path], crop: int, seed: int = 0, rank: int = 0) -> None:
         self.files, self.crop, self.seed, self.rank = files, crop, seed, rank
-        self._cache: dict[int, np.ndarray] | None = {} if cache else None
 
     def __len__(self) -> int:  # an endless stream; the sampler decides which items
         return 2**62
 
-    def _image(self, i: int) -> np.ndarray:
-        if self._cache is not None and i in self._cache:
-            return self._cache[i]
-        rgb = load_image(self.files[i]).rgb
-        if self._cache is not None:
-            self._cache[i] = rgb
-        return rgb
-
     def __getitem__(self, k: int) -> torch.Tensor:
         rng = np.random.default_rng([self.seed, self.rank, k])
-        rgb = self._image(int(rng.integers(len(self.files))))
+        rgb = load_image(self.files[int(rng.integers(len(self.files)))]).rgb
         patch = random_crop(rgb, self.crop, rng)
         return torch.from_numpy(patch).permute(2, 0, 1)  # uint8; scaled on the training device
 

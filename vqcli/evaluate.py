@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UsageError, VQError
+from .errors import UsageError
 from .metrics import BD_INTERPOLATION, MSSSIM_MIN_SIDE, bd_rate, ms_ssim, msssim_db, psnr
 
 
@@ -180,13 +180,9 @@ def evaluate(weights, folder: Path, codecs: list[str], limit: int | None = None,
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .images import find_images, load_image
+    from .images import images_in, load_image
 
-    if not Path(folder).is_dir():
-        raise VQError(f"{folder}: not a directory")
-    files = find_images(folder)[:limit]
-    if not files:
-        raise VQError(f"{folder}: no images found (png, jpg, webp, tiff, bmp, avif)")
+    files = images_in(folder, limit)
     tally = Tally()
     active = []
     for c in codecs:

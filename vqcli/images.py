@@ -13,6 +13,7 @@ import numpy as np
 from .errors import VQError
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".avif"})
+IMAGE_FORMATS = "png, jpg, webp, tiff, bmp, avif"  # IMAGE_SUFFIXES in words, for messages and help
 MAX_PIXELS = 100_000_000  # a sanity bound well above any photo we expect; Pillow's own bomb check is 89M
 
 
@@ -26,6 +27,16 @@ class LoadedImage:
 def find_images(root: Path) -> list[Path]:
     """Image files below root (recursive, sorted for reproducibility)."""
     return sorted(p for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def images_in(folder: Path | str, limit: int | None = None) -> list[Path]:
+    """find_images (the first `limit`), with a one-line error for a missing folder or one without images."""
+    if not Path(folder).is_dir():
+        raise VQError(f"{folder}: not a directory")
+    files = find_images(Path(folder))[:limit]
+    if not files:
+        raise VQError(f"{folder}: no images found ({IMAGE_FORMATS})")
+    return files
 
 
 def _to_uint8(a: np.ndarray) -> np.ndarray:

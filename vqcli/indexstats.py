@@ -12,13 +12,6 @@ from .images import load_image
 
 
 @torch.no_grad()
-def image_indices(model: torch.nn.Module, rgb, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Indices [S, h, w] of one uint8 RGB image (replicate-padded to the model's factor)."""
-    x, _ = pad_to_multiple(to_tensor(rgb).to(device), model.factor)
-    return model.encode(x)[0].cpu()
-
-
-@torch.no_grad()
 def collect_index_stats(model: torch.nn.Module, files: Iterable[Path], device: torch.device | str = "cpu",
                         on_image: Callable[[Path], None] | None = None) -> dict[str, torch.Tensor]:
     """Per-stage index histograms [S, K] (int64) over whole images, the mean squared

@@ -14,8 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from .errors import VQError
-
 SPARK = " ▁▂▃▄▅▆▇█"
 
 
@@ -97,14 +95,10 @@ def histogram_over_images(weights, images: Path, device: str = "auto", limit: in
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .images import find_images
+    from .images import images_in
     from .indexstats import collect_index_stats
 
-    if not Path(images).is_dir():
-        raise VQError(f"{images}: not a directory")
-    files = find_images(images)[:limit]
-    if not files:
-        raise VQError(f"{images}: no images found (png, jpg, webp, tiff, bmp, avif)")
+    files = images_in(images, limit)
     console = Console(stderr=True)
     dev = next(weights.model.parameters()).device
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

@@ -112,7 +112,9 @@ def save_checkpoint(path: Path, model: VQVAE, opt: torch.optim.Optimizer, cfg: M
 def load_checkpoint(path: Path) -> tuple[ModelConfig, TrainConfig, dict[str, torch.Tensor], dict[str, str]]:
     tensors, meta = read_safetensors(path, "a vq checkpoint")
     cfg = parse_config(path, meta, CKPT_FORMAT)
-    tcfg = TrainConfig(**json.loads(meta["train_config"]))
+    saved = json.loads(meta["train_config"])
+    saved.pop("extra", None)  # a field (always empty) of checkpoints written before it was removed
+    tcfg = TrainConfig(**saved)
     return cfg, tcfg, tensors, meta
 
 
@@ -197,7 +199,7 @@ def _reporter(total: int, start: int, enabled: bool):
 
 
 def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val_dir: Path | None = None,
-          resume: Path | None = None, ckpt: Path | None = None, device: str = "auto", half: bool = True,
+          resume: Path | None = None, device: str = "auto", half: bool = True,
           progress: bool = True, log_every: int = 50, val_images: int = 8,
           on_step: Callable[[int], None] | None = None) -> TrainResult:
     """Train (or resume) and write release weights to `out` (rank 0)."""
@@ -209,7 +211,7 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     rank, world = dist_setup(dev)
-    ckpt = ckpt or out.with_name(out.name.removesuffix(".safetensors") + ".ckpt.safetensors")
+    ckpt = out.with_name(out.name.removesuffix(".safetensors") + ".ckpt.safetensors")
 
     resumed = None
     if resume is not None:
@@ -367,19 +369,3 @@ def finalize(model: VQVAE, cfg: ModelConfig, tcfg: TrainConfig, state: TrainStat
     mid = save_weights(out, release, cfg, stats, summary, half=half)
     console.print(f"wrote {out} (model id {mid}); codes used on train per stage: {summary['used_codes_train']}")
     return {**summary, "model_id": mid}
-
-
-def export_checkpoint(ckpt: Path, data_dir: Path, out: Path, device: str = "cpu", half: bool = True,
-                      limit: int | None = None) -> dict[str, Any]:
-    """Release weights from a training checkpoint (index statistics over data_dir's images)."""
-    from rich.console import Console
-
-    from .weights import resolve_device
-
-    cfg, tcfg, tensors, meta = load_checkpoint(ckpt)
-    model = VQVAE(cfg)
-    opt = torch.optim.AdamW(model.parameters())
-    state = restore(model, opt, tensors, meta)
-    files = usable_images(data_dir)[:limit]
-    dev = resolve_device(device)
-    return finalize(model.to(dev), cfg, tcfg, state, files, out, dev, half, Console(stderr=True))
