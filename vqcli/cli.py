@@ -120,6 +120,10 @@ CodecWeightsOpt = Annotated[Optional[Path], typer.Option("--weights",
                                                         help="Weights file (default: the shipped model).")]
 CodecForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
 CodecJsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
+JobsOpt = Annotated[Optional[int], typer.Option(
+    "--jobs", "-j", min=1, show_default=False,
+    help="Worker processes for a batch (default: the available cores; shared by the ranks of a node "
+         "under torchrun). Outputs do not depend on it.")]
 
 
 @app.command()
@@ -138,12 +142,13 @@ def compress(
     json_out: CodecJsonOpt = False,
     verify: Annotated[bool, typer.Option(help="Decode the result and report PSNR and MS-SSIM.")] = False,
     device: DeviceOpt = "auto",
+    jobs: JobsOpt = None,
 ) -> None:
     """Compress images to .vqz files."""
     from .codecli import run_compress
 
     code = run_guarded(run_compress, inputs, output, weights, device, stages, bpp, psnr, force,
-                       json_out, verify)
+                       json_out, verify, jobs)
     raise typer.Exit(code)
 
 
@@ -159,12 +164,13 @@ def decompress(
     force: CodecForceOpt = False,
     json_out: CodecJsonOpt = False,
     device: DeviceOpt = "auto",
+    jobs: JobsOpt = None,
 ) -> None:
     """Decompress .vqz files to images."""
     from .codecli import run_decompress
 
     raise typer.Exit(run_guarded(run_decompress, inputs, output, weights, device, stages, force,
-                                 json_out))
+                                 json_out, jobs))
 
 
 @app.command()

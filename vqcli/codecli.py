@@ -5,14 +5,15 @@ UsageError (exit 2); nothing here prints a traceback or leaves a partial output 
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError, VQError, cli_message
-from .fileio import check_output, os_error_message, read_file, write_atomic
+from .errors import UsageError, VQError
+from .fileio import check_output, read_file, write_atomic
 
 STDIO = "-"
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
@@ -101,27 +102,34 @@ def plan_jobs(inputs: list[str], output: str | None, suffix: str, find, what: st
     return jobs, True
 
 
-def run_jobs(jobs: list[Job], batch: bool, one) -> tuple[list[dict[str, Any]], int]:
-    """Run `one(job)` for every job -> (reports, failures). A single job's error propagates; in a
-    batch each failure is reported on one line and the others go on, under a progress bar."""
-    if not batch:
-        return [one(jobs[0])], 0
-    from rich.progress import Progress
+def run_jobs(jobs: list[Job], batch: bool, make_one, n_jobs: int | None = None) -> tuple[list[dict[str, Any]], int]:
+    """Run every job with the runner `make_one()` builds -> (reports, failures). A single job's
+    error propagates; a batch (or any run under torchrun) goes through vqcli.batch: --jobs worker
+    processes and torchrun shards, each failure reported on one line while the others go on,
+    under one progress bar."""
+    from .batch import run_batch, torchrun_ranks
 
-    err = _console()
-    results, failed = [], 0
-    with Progress(console=err, transient=True, disable=not err.is_terminal) as prog:
-        task = prog.add_task("working", total=len(jobs))
-        for job in jobs:
-            try:
-                results.append(one(job))
-            except (VQError, OSError) as e:
-                failed += 1
-                e = e if isinstance(e, VQError) else VQError(os_error_message(e, job.src))
-                err.print(f"vq: error: {cli_message(e)}", markup=False, highlight=False, soft_wrap=True)
-                results.append({"input": job.src, "output": job.dst, "error": cli_message(e)})
-            prog.advance(task)
-    return results, failed
+    if not batch and torchrun_ranks() is None:
+        return [make_one()(jobs[0])], 0
+    return run_batch(jobs, make_one, n_jobs)
+
+
+def finish(results: list[dict[str, Any]], failed: int, show) -> int:
+    """Print the summary (`show(results)`) on the summary rank; its exit code says whether any file of
+    the whole run failed (other torchrun ranks exit 0, so that torchrun lets rank 0 report)."""
+    from .batch import is_summary_rank
+
+    if not is_summary_rank():
+        return 0
+    show(results)
+    return 1 if failed else 0
+
+
+@functools.cache
+def _weights(path: Path | None, device: str):
+    from .weights import load_weights
+
+    return load_weights(path, device)
 
 
 # -- compress -----------------------------------------------------------------------------------
@@ -188,10 +196,10 @@ def compress_table(info: dict[str, Any]):
 
 def run_compress(inputs: list[str], output: str | None, weights_path: Path | None, device: str,
                  stages: int | None, bpp: float | None, psnr: float | None, force: bool, as_json: bool,
-                 verify: bool) -> int:
-    """Returns the exit code (0, or 1 when some file of a batch failed)."""
+                 verify: bool, n_jobs: int | None = None) -> int:
+    """Returns the exit code (0, or 1 when some file of a batch failed); n_jobs: worker processes
+    (default: the available cores)."""
     from .codec import check_rate
-    from .weights import load_weights
 
     check_rate(stages, bpp, psnr)
     jobs, batch = plan_compress(inputs, output)
@@ -199,19 +207,27 @@ def run_compress(inputs: list[str], output: str | None, weights_path: Path | Non
         _refuse_tty(j.dst)
     if as_json and any(j.dst == STDIO for j in jobs):
         raise UsageError("--json cannot be used while the compressed file goes to stdout")
-    weights = load_weights(weights_path, device)
-    check_rate(stages, bpp, psnr, weights.config.stages)
+    check_rate(stages, bpp, psnr, _weights(weights_path, device).config.stages)
     rate = {"stages": stages, "bpp": bpp, "psnr": psnr}
     out = _console(stderr=any(j.dst == STDIO for j in jobs))
-    results, failed = run_jobs(jobs, batch, lambda job: _compress_one(weights, job, rate, force, verify))
-    if as_json:
-        print(json.dumps(results if batch else results[0], indent=1))
-    else:
+    make_one = functools.partial(compress_runner, weights_path, device, rate, force, verify)
+    results, failed = run_jobs(jobs, batch, make_one, n_jobs)
+
+    def show(results: list[dict[str, Any]]) -> None:
+        if as_json:
+            print(json.dumps(results if batch else results[0], indent=1))
+            return
         for info in results:
             if "error" not in info:
                 for t in compress_table(info):
                     out.print(t)
-    return 1 if failed else 0
+
+    return finish(results, failed, show)
+
+
+def compress_runner(weights_path: Path | None, device: str, rate: dict, force: bool, verify: bool):
+    """What compresses one job (picklable factory: batch workers call it once)."""
+    return functools.partial(_compress_one, _weights(weights_path, device), rate=rate, force=force, verify=verify)
 
 
 # -- decompress ---------------------------------------------------------------------------------
@@ -241,12 +257,9 @@ def encode_output(dec, dst: str, name: str) -> tuple[bytes, str | None]:
 
 
 def run_decompress(inputs: list[str], output: str | None, weights_path: Path | None, device: str,
-                   stages: int | None, force: bool, as_json: bool) -> int:
-    """Returns the exit code (0, or 1 when some file of a batch failed)."""
-    import functools
-
+                   stages: int | None, force: bool, as_json: bool, n_jobs: int | None = None) -> int:
+    """Returns the exit code (0, or 1 when some file of a batch failed); n_jobs as run_compress."""
     from .codec import check_rate
-    from .weights import find_weights, load_weights
 
     check_rate(stages, None, None)
     jobs, batch = plan_jobs(inputs, output, ".png", lambda d: sorted(d.rglob("*.vqz")), ".vqz files")
@@ -257,22 +270,32 @@ def run_decompress(inputs: list[str], output: str | None, weights_path: Path | N
         if j.dst != STDIO and Path(j.dst).suffix.lower() not in OUTPUT_FORMATS:
             raise UsageError(f"{j.dst}: unsupported output format {Path(j.dst).suffix or '(no extension)'} "
                              f"(use {', '.join(sorted(OUTPUT_FORMATS))})")
-    # Loaded on first use, so that a non-vqz input fails before the model loads; without --weights,
-    # each file's model is found by the id in its header (every released model stays shipped).
-    @functools.cache
-    def weights(model_id: str, name: str):
-        return load_weights(weights_path if weights_path is not None else find_weights(model_id, name), device)
+    make_one = functools.partial(decompress_runner, weights_path, device, stages, force)
+    results, failed = run_jobs(jobs, batch, make_one, n_jobs)
 
-    results, failed = run_jobs(jobs, batch, lambda job: _decompress_one(weights, job, stages, force))
-    if as_json:
-        print(json.dumps(results if batch else results[0], indent=1))
-    elif not any(j.dst == STDIO for j in jobs):
-        con = _console(stderr=False)
-        for i in results:
-            if "error" not in i:
-                con.print(f"{i['input']} -> {i['output']}: {i['width']}x{i['height']} {i['mode']}, "
-                          f"{i['stages']} of {i['stages_stored']} stages", markup=False)
-    return 1 if failed else 0
+    def show(results: list[dict[str, Any]]) -> None:
+        if as_json:
+            print(json.dumps(results if batch else results[0], indent=1))
+        elif not any(j.dst == STDIO for j in jobs):
+            con = _console(stderr=False)
+            for i in results:
+                if "error" not in i:
+                    con.print(f"{i['input']} -> {i['output']}: {i['width']}x{i['height']} {i['mode']}, "
+                              f"{i['stages']} of {i['stages_stored']} stages", markup=False)
+
+    return finish(results, failed, show)
+
+
+def decompress_runner(weights_path: Path | None, device: str, stages: int | None, force: bool):
+    """What decompresses one job (picklable factory). The weights load on first use, so that a
+    non-vqz input fails before the model loads; without --weights, each file's model is found by
+    the id in its header (every released model stays shipped)."""
+    from .weights import find_weights
+
+    def weights(model_id: str, name: str):
+        return _weights(weights_path if weights_path is not None else find_weights(model_id, name), device)
+
+    return functools.partial(_decompress_one, weights, stages=stages, force=force)
 
 
 def _decompress_one(weights, job: Job, stages: int | None, force: bool) -> dict[str, Any]:
