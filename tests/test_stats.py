@@ -147,3 +147,16 @@ def test_stats_file(tiny_weights: Path, tmp_path: Path) -> None:
     assert [r["total"] for r in rep["per_stage"]] == [5 * 7, 5 * 7]
     res = runner.invoke(app, ["stats", "file", str(tmp_path / "none.vqz"), "--weights", str(tiny_weights)])
     assert res.exit_code == 1 and "none.vqz" in res.stderr
+
+
+def test_entropy_bits_and_psnr_from_mse() -> None:
+    from vqcli.metrics import PSNR_CAP, psnr, psnr_from_mse
+    from vqcli.stats import entropy_bits
+
+    assert entropy_bits(np.array([3, 3, 0, 3, 3])) == 2.0
+    assert entropy_bits(np.array([0, 7])) == 0.0 and entropy_bits(np.zeros(4, np.int64)) == 0.0
+    a = np.zeros((4, 4, 3), np.uint8)
+    b = a.copy()
+    b[0, 0, 0] = 48  # mse = 48^2 / 48 = 48
+    assert psnr(a, b) == pytest.approx(psnr_from_mse(48.0)) == pytest.approx(10 * np.log10(255**2 / 48))
+    assert psnr_from_mse(0.0) == PSNR_CAP and psnr_from_mse(0.01, peak=1.0) == pytest.approx(20.0)

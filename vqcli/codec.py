@@ -23,6 +23,7 @@ from . import metrics, tiling
 from .entropy import EntropyModel, build_model
 from .errors import UsageError, VQError
 from .images import LoadedImage
+from .stats import entropy_bits
 from .weights import Weights
 
 GREY_SOURCES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -102,7 +103,9 @@ def _check_grid(header: vqz.Header, idx: np.ndarray, weights: Weights) -> None:
 
 # -- compress -----------------------------------------------------------------------------------
 @dataclass
-class StageStats:
+class StageCoding:
+    """How one stage of one image was coded (vqcli.stats.StageStats is a codebook's usage)."""
+
     stage: int  # 1-based
     bytes: int  # chunk payload
     bits_per_index: float  # coded
@@ -124,7 +127,7 @@ class CompressResult:
     stages: int  # stages stored
     model_stages: int
     entropy_model: str
-    stage_stats: list[StageStats]  # one per stored stage
+    stage_coding: list[StageCoding]  # one per stored stage
     rate: str  # how the number of stages was chosen
     note: str | None = None  # e.g. a rate target that could not be met
     psnr_by_stage: dict[int, float] = field(default_factory=dict)  # filled by --psnr
@@ -138,15 +141,9 @@ class CompressResult:
             "bytes": len(self.data), "width": self.width, "height": self.height, "mode": self.mode,
             "bpp": self.bpp, "stages": self.stages, "model_stages": self.model_stages,
             "entropy_model": self.entropy_model, "rate": self.rate, "note": self.note,
-            "stage_stats": [{**s.__dict__, "bits": s.bits} for s in self.stage_stats],
+            "stage_stats": [{**s.__dict__, "bits": s.bits} for s in self.stage_coding],
             **({"psnr_by_stage": self.psnr_by_stage} if self.psnr_by_stage else {}),
         }
-
-
-def _entropy_bits(grid: np.ndarray, k: int) -> float:
-    counts = np.bincount(grid.ravel(), minlength=k)
-    p = counts[counts > 0] / grid.size
-    return float(-(p * np.log2(p)).sum())
 
 
 def colour_mode(image: LoadedImage) -> str:
@@ -211,8 +208,8 @@ def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bp
     stats = []
     for s in range(n):
         prev = idx[s - 1] if s else None
-        stats.append(StageStats(s + 1, len(payloads[s]), 8 * len(payloads[s]) / (gh * gw),
-                                _entropy_bits(idx[s], weights.config.codebook_size),
+        stats.append(StageCoding(s + 1, len(payloads[s]), 8 * len(payloads[s]) / (gh * gw),
+                                entropy_bits(np.bincount(idx[s].ravel())),
                                 em.ideal_bits(s, idx[s], prev) / (gh * gw), int(np.unique(idx[s]).size)))
     return CompressResult(data, width, height, mode, n, total, em.kind, stats, rate, note, by_stage)
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .arrays import to_numpy
 from .errors import VQError
 
 PSEUDO = 128  # prior strength of the static table in each context row, in pseudo-counts (tools/measure_entropy.py)
@@ -176,7 +177,7 @@ def build_model(stats: dict, kind: str = "auto", pseudo: int = PSEUDO) -> Entrop
     kind "auto" takes the context model when the weights carry its counts, "static" forces the
     static prior, "context" requires the counts.
     """
-    hist = _np(stats["histogram"])
+    hist = to_numpy(stats["histogram"])
     static = static_tables(hist)
     total = table_total(hist.shape[1])
     counts = stats.get(CONTEXT_STAT)
@@ -184,7 +185,7 @@ def build_model(stats: dict, kind: str = "auto", pseudo: int = PSEUDO) -> Entrop
         return EntropyModel(static, None, total)
     if counts is None:
         raise VQError("the file uses the context entropy model but the weights carry no context statistics")
-    counts = _np(counts)
+    counts = to_numpy(counts)
     if counts.shape != (hist.shape[0], hist.shape[1], hist.shape[1]):
         raise VQError(f"weights' stats.{CONTEXT_STAT} has shape {counts.shape}, expected "
                       f"{(hist.shape[0], hist.shape[1], hist.shape[1])}")
@@ -202,6 +203,3 @@ def context_counts(indices: np.ndarray, k: int) -> np.ndarray:
         out[st] = np.bincount(idx[st - 1].ravel() * k + idx[st].ravel(), minlength=k * k).reshape(k, k)
     return out
 
-
-def _np(t) -> np.ndarray:
-    return t.cpu().numpy() if hasattr(t, "cpu") else np.asarray(t)

@@ -27,8 +27,12 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB of two uint8 images of the same shape."""
     if a.shape != b.shape:
         raise ValueError(f"shape mismatch {a.shape} vs {b.shape}")
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return PSNR_CAP if mse == 0 else min(PSNR_CAP, 10 * math.log10(255.0**2 / mse))
+    return psnr_from_mse(float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
+
+
+def psnr_from_mse(mse: float, peak: float = 255.0) -> float:
+    """PSNR in dB of a mean squared error for signals of the given peak (capped at PSNR_CAP)."""
+    return PSNR_CAP if mse <= 0 else min(PSNR_CAP, 10 * math.log10(peak**2 / mse))
 
 
 def ms_ssim(a: np.ndarray, b: np.ndarray) -> tuple[float, bool]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from .errors import VQError
 from .fileio import write_atomic
+from .stats import entropy_bits
 
 DPI = 90
 INSTALL_HINT = "pip install 'vqcli[plot]' (or pip install matplotlib)"
@@ -78,10 +79,7 @@ def codebook_figure(path: Path | str, histogram: np.ndarray, title: str,
     ax = fig.add_subplot(grid[0, 3:])
     stages = np.arange(1, s_count + 1)
     used = (hist > 0).sum(1)
-    totals = np.maximum(hist.sum(1, keepdims=True), 1)
-    p = hist / totals
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ent = -np.where(p > 0, p * np.log2(p), 0).sum(1)
+    ent = np.array([entropy_bits(row) for row in hist])
     ax.bar(stages - 0.2, used, width=0.4, color="#4c72b0", label="codes used")
     ax.bar(stages + 0.2, 2.0 ** ent, width=0.4, color="#dd8452", label="perplexity $2^H$")
     ax.axhline(k, color="0.4", ls="--", lw=1, label=f"K = {k}")

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .arrays import to_numpy
+
 SPARK = " ▁▂▃▄▅▆▇█"
 
 
@@ -44,6 +46,16 @@ class StageStats:
         return d
 
 
+def entropy_bits(counts: np.ndarray) -> float:
+    """Entropy in bits of the distribution that index counts [K] describe (0 for no counts)."""
+    counts = np.asarray(counts)
+    total = counts.sum()
+    if total <= 0:
+        return 0.0
+    p = counts[counts > 0] / total
+    return float(max(0.0, -(p * np.log2(p)).sum()))  # max(): -0.0 for a single code
+
+
 def stage_stats(counts: np.ndarray, stage: int = 1, code_distance: float | None = None) -> StageStats:
     """Statistics of one stage from its index counts [K] (an empty stage reports zeros)."""
     counts = np.asarray(counts, dtype=np.int64)
@@ -55,8 +67,7 @@ def stage_stats(counts: np.ndarray, stage: int = 1, code_distance: float | None 
     if total == 0:
         entropy, perplexity, top_share = 0.0, 0.0, 0.0
     else:
-        p = counts[counts > 0] / total
-        entropy = float(max(0.0, -(p * np.log2(p)).sum()))  # max(): -0.0 for a single code
+        entropy = entropy_bits(counts)
         perplexity = float(2.0 ** entropy)
         top_share = int(np.sort(counts)[::-1][:top_n].sum()) / total
     return StageStats(stage, k, total, int((counts > 0).sum()), entropy, perplexity,
@@ -66,25 +77,21 @@ def stage_stats(counts: np.ndarray, stage: int = 1, code_distance: float | None 
 
 def codebook_stats(histogram: Any, code_distance: Any = None) -> list[StageStats]:
     """Per-stage statistics of a histogram [S, K] (numpy or torch), with optional distances [S]."""
-    hist = _numpy(histogram).astype(np.int64)
+    hist = to_numpy(histogram).astype(np.int64)
     if hist.ndim != 2:
         raise ValueError(f"expected a histogram [S, K], got shape {hist.shape}")
-    dist = None if code_distance is None else _numpy(code_distance).astype(np.float64).reshape(-1)
+    dist = None if code_distance is None else to_numpy(code_distance).astype(np.float64).reshape(-1)
     return [stage_stats(hist[s], s + 1, None if dist is None or s >= dist.size else float(dist[s]))
             for s in range(hist.shape[0])]
 
 
 def file_histogram(indices: Any, codebook_size: int) -> np.ndarray:
     """Histogram [S', K] of indices [S', h, w] (e.g. the stages stored in one .vqz file)."""
-    idx = _numpy(indices).astype(np.int64)
+    idx = to_numpy(indices).astype(np.int64)
     if idx.ndim != 3:
         raise ValueError(f"expected indices [S, h, w], got shape {idx.shape}")
     return np.stack([np.bincount(idx[s].ravel(), minlength=codebook_size)[:codebook_size]
                      for s in range(idx.shape[0])]) if idx.shape[0] else np.zeros((0, codebook_size), np.int64)
-
-
-def _numpy(x: Any) -> np.ndarray:
-    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
 
 # -- sources ----------------------------------------------------------------------------------
@@ -105,7 +112,7 @@ def histogram_over_images(weights, images: Path, device: str = "auto", limit: in
                   console=console, disable=not progress, transient=True) as p:
         task = p.add_task("index statistics", total=len(files))
         st = collect_index_stats(weights.model, files, dev, on_image=lambda _: p.advance(task))
-    return {"histogram": _numpy(st["histogram"]), "code_distance": _numpy(st["code_distance"]),
+    return {"histogram": to_numpy(st["histogram"]), "code_distance": to_numpy(st["code_distance"]),
             "images": len(files)}
 
 

@@ -32,6 +32,7 @@ from .errors import VQError
 from .fileio import atomic_output
 from .images import load_image
 from .indexstats import collect_index_stats
+from .metrics import psnr_from_mse
 from .model import VQVAE
 from .weights import FORMAT_VERSION, parse_config, read_safetensors, release_tensors, save_weights
 
@@ -58,10 +59,6 @@ class TrainState:
     step: int = 0
     seconds: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def psnr(mse: float) -> float:
-    return 10 * math.log10(1.0 / max(mse, 1e-10))
 
 
 def lr_at(step: int, tcfg: TrainConfig) -> float:
@@ -161,7 +158,8 @@ def validate(model: VQVAE, files: list[Path], device: torch.device, crop: int = 
             mse[s] += F.mse_loss(rec, x).item()
     model.train()
     mse /= max(1, len(files))
-    return {"psnr": [round(psnr(m), 3) for m in mse], "usage": [round(u, 4) for u in used.float().mean(1).tolist()]}
+    return {"psnr": [round(psnr_from_mse(m, 1.0), 3) for m in mse],
+            "usage": [round(u, 4) for u in used.float().mean(1).tolist()]}
 
 
 def _sigterm_as_interrupt():
@@ -298,7 +296,7 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
             if step % log_every == 0 or step == tcfg.steps:
                 dt = time.time() - t_last
                 info = {"step": step, "loss": round(acc["loss"] / acc["steps"], 5),
-                        "psnr": round(psnr(acc["mse"] / max(1, acc["n"])), 2),
+                        "psnr": round(psnr_from_mse(acc["mse"] / max(1, acc["n"]), 1.0), 2),
                         "usage": [round(u, 3) for u in used.float().mean(1).tolist()],
                         "crops_per_s": round(n_last / max(dt, 1e-9), 2), "lr": lr_at(step, tcfg)}
                 state.history.append(info)
