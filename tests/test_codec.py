@@ -289,7 +289,7 @@ def test_errors_api(weights, vqz_file):
     with pytest.raises(VQError, match="absurd dimensions 0x45"):
         vqz.read(bytes(bad), "f.vqz")
     bad = bytearray(data)
-    struct.pack_into("<II", bad, 14, 60000, 60000)
+    struct.pack_into("<II", bad, 14, 70000, 60000)
     refresh_header_crc(bad)
     with pytest.raises(VQError, match="absurd dimensions"):
         vqz.read(bytes(bad), "f.vqz")

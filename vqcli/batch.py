@@ -13,12 +13,13 @@ rank's reports.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import VQError, cli_message
+from .errors import VQError, cli_message, is_out_of_memory, one_line
 from .fileio import os_error_message
 
 Report = dict[str, Any]
@@ -59,10 +60,24 @@ def shard(n: int, rank: int, world: int) -> list[int]:
     return list(range(rank, n, world))
 
 
+@contextlib.contextmanager
+def oom_named(job) -> Iterator[None]:
+    """Running out of memory (host, or a device: torch.OutOfMemoryError, "out of memory"
+    RuntimeErrors) in a job, as a VQError naming its file."""
+    try:
+        yield
+    except Exception as e:
+        if is_out_of_memory(e):
+            name = "<stdin>" if job.src == "-" else job.src
+            raise VQError(f"{name}: out of memory (try a smaller image, --max-pixels or --device cpu)") from None
+        raise
+
+
 def _attempt(one: One, job) -> tuple[Report, str | None]:
     """(report, None), or (error report, one-line message) when the job fails with a data error."""
     try:
-        return one(job), None
+        with oom_named(job):
+            return one(job), None
     except (VQError, OSError) as e:
         e = e if isinstance(e, VQError) else VQError(os_error_message(e, job.src))
         msg = cli_message(e)
@@ -104,7 +119,7 @@ def run_batch(jobs: list, make_one: Callable[[], One], n_jobs: int | None = None
         done[i], msg = result
         if msg is not None:
             failed += 1
-            err.print(f"vq: error: {msg}", markup=False, highlight=False, soft_wrap=True)
+            err.print(f"vq: error: {one_line(msg)}", markup=False, highlight=False, soft_wrap=True)
 
     from rich.progress import Progress
 

@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from .config import DEFAULT_PRESET, PRESETS
+from .limits import MAX_PIXELS
 
 app = typer.Typer(
     name="vq",
@@ -33,7 +34,9 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print a one-line error to stderr and return the exit to raise."""
-    typer.echo(f"vq: error: {message}", err=True)
+    from .errors import one_line
+
+    typer.echo(f"vq: error: {one_line(message)}", err=True)
     return typer.Exit(code)
 
 
@@ -44,7 +47,7 @@ def run_guarded(fn, *args, **kwargs):
     """
     import os
 
-    from .errors import UsageError, VQError, cli_message
+    from .errors import UsageError, VQError, cli_message, is_out_of_memory
     from .fileio import os_error_message
 
     try:
@@ -59,9 +62,9 @@ def run_guarded(fn, *args, **kwargs):
         raise typer.Exit(1) from None
     except OSError as e:  # disk full, permissions, a path that vanished
         raise fail(os_error_message(e)) from None
-    except MemoryError:
-        raise fail("out of memory (try a smaller image or --device cpu)") from None
     except Exception as e:
+        if is_out_of_memory(e):  # MemoryError, torch.OutOfMemoryError, "CUDA out of memory" RuntimeErrors
+            raise fail("out of memory (try a smaller image or --device cpu)") from None
         if os.environ.get("VQ_DEBUG"):
             raise
         first = (str(e).strip().splitlines() or [""])[0]
@@ -124,6 +127,8 @@ JobsOpt = Annotated[Optional[int], typer.Option(
     "--jobs", "-j", min=1, show_default=False,
     help="Worker processes for a batch (default: the available cores; shared by the ranks of a node "
          "under torchrun). Outputs do not depend on it.")]
+MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", help="Refuse images of more pixels (like Pillow's "
+                                           "decompression-bomb guard).")]
 
 
 @app.command()
@@ -143,12 +148,13 @@ def compress(
     verify: Annotated[bool, typer.Option(help="Decode the result and report PSNR and MS-SSIM.")] = False,
     device: DeviceOpt = "auto",
     jobs: JobsOpt = None,
+    max_pixels: MaxPixelsOpt = MAX_PIXELS,
 ) -> None:
     """Compress images to .vqz files."""
     from .codecli import run_compress
 
     code = run_guarded(run_compress, inputs, output, weights, device, stages, bpp, psnr, force,
-                       json_out, verify, jobs)
+                       json_out, verify, jobs, max_pixels)
     raise typer.Exit(code)
 
 
@@ -165,12 +171,13 @@ def decompress(
     json_out: CodecJsonOpt = False,
     device: DeviceOpt = "auto",
     jobs: JobsOpt = None,
+    max_pixels: MaxPixelsOpt = MAX_PIXELS,
 ) -> None:
     """Decompress .vqz files to images."""
     from .codecli import run_decompress
 
     raise typer.Exit(run_guarded(run_decompress, inputs, output, weights, device, stages, force,
-                                 json_out, jobs))
+                                 json_out, jobs, max_pixels))
 
 
 @app.command()
@@ -386,8 +393,20 @@ def compare(
     run_guarded(go)
 
 
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM (kill, a scheduler) stops like Ctrl-C, so that atomic outputs remove their temp
+    files; `vq train` installs its own handler (checkpoint between steps, then stop)."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main() -> None:
     """Console-script entry point."""
+    _sigterm_as_interrupt()
     try:
         app()
     except KeyboardInterrupt:

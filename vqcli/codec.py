@@ -23,6 +23,7 @@ from . import metrics, tiling
 from .entropy import EntropyModel, build_model
 from .errors import UsageError, VQError
 from .images import LoadedImage
+from .limits import MAX_PIXELS, check_size
 from .stats import entropy_bits
 from .weights import Weights
 
@@ -68,8 +69,11 @@ def _header(weights: Weights, width: int, height: int, stages: int, mode: str, e
 
 
 def stage_payloads(em: EntropyModel, indices: np.ndarray) -> list[bytes]:
-    """Coded chunk payload of every stage in indices [s, h, w] (each depends only on earlier stages)."""
-    return [em.encode_stage(s, indices[s], indices[s - 1] if s else None) for s in range(indices.shape[0])]
+    """Coded chunk payload of every stage in indices [s, h, w] (each depends only on earlier stages).
+
+    indices (C-contiguous int64) may change in place at the bottom-right positions of a nearly
+    uniform stage, so that every payload meets the readers' size bound (EntropyModel.encode_stages)."""
+    return em.encode_stages(indices)
 
 
 def frame(weights: Weights, payloads: list[bytes], width: int, height: int, em: EntropyModel, mode: str = "RGB",
@@ -85,7 +89,7 @@ def pack(weights: Weights, indices: torch.Tensor, width: int, height: int, alpha
     mode: the colour mode to record (default RGB, or RGBA with alpha); entropy: "auto" (context
     model when the weights carry its statistics), "static" or "context".
     """
-    idx = np.asarray(torch.as_tensor(indices).cpu(), dtype=np.int64)
+    idx = torch.as_tensor(indices).cpu().numpy().astype(np.int64)  # a copy: stage_payloads may adjust it
     em = entropy_model(weights, entropy)
     mode = mode or ("RGBA" if alpha is not None else "RGB")
     _check_grid(_header(weights, width, height, idx.shape[0], mode, em), idx, weights)
@@ -178,7 +182,7 @@ def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bp
     em = entropy_model(weights, entropy)
     header = _header(weights, width, height, total, mode, em)
     vqz.check_header(header, name)
-    idx = encode_indices(weights, image.rgb).numpy()
+    idx = np.ascontiguousarray(encode_indices(weights, image.rgb).numpy())
     payloads = stage_payloads(em, idx)
     alpha = vqz.pack_alpha(image.alpha) if image.alpha is not None else None
     fixed = vqz.HEADER_SIZE + (vqz.CHUNK_HEAD_SIZE + len(alpha) if alpha is not None else 0)
@@ -236,11 +240,16 @@ class DecodedImage:
         return im
 
 
-def unpack(weights: Weights, data: bytes, stages: int | None = None, name: str = "<input>"
-           ) -> tuple[vqz.Container, np.ndarray]:
-    """Parse and entropy-decode a file -> (container, int64 indices [n, h, w])."""
+def unpack(weights: Weights, data: bytes, stages: int | None = None, name: str = "<input>",
+           max_pixels: int | None = MAX_PIXELS) -> tuple[vqz.Container, np.ndarray]:
+    """Parse and entropy-decode a file -> (container, int64 indices [n, h, w]).
+
+    Work is bounded by the file: the pixel count by max_pixels (None: no limit), every stage
+    payload by the fewest bytes its grid can code to, checked before anything is allocated,
+    and every payload must be consumed exactly."""
     c = vqz.read(data, name)
     h = c.header
+    check_size(h.width, h.height, name, max_pixels)
     if h.model_id != weights.model_id:
         where = f" ({weights.path})" if weights.path else ""
         raise VQError(f"{name}: made with model {h.model_id}, but the weights{where} are model {weights.model_id}")
@@ -258,15 +267,19 @@ def unpack(weights: Weights, data: bytes, stages: int | None = None, name: str =
     except VQError as e:
         raise VQError(f"{name}: {e}") from None
     grid = h.grid
+    for s in range(n):
+        em.check_payload(s, len(c.stage_chunks[s]), grid[0] * grid[1], name)
     out = np.empty((n, *grid), dtype=np.int64)
     for s in range(n):
         out[s] = em.decode_stage(s, c.stage_chunks[s], grid, out[s - 1] if s else None, name)
     return c, out
 
 
-def decompress(weights: Weights, data: bytes, stages: int | None = None, name: str = "<input>") -> DecodedImage:
-    """Decode a .vqz file (its first `stages` stages; default all it holds)."""
-    c, idx = unpack(weights, data, stages, name)
+def decompress(weights: Weights, data: bytes, stages: int | None = None, name: str = "<input>",
+               max_pixels: int | None = MAX_PIXELS) -> DecodedImage:
+    """Decode a .vqz file (its first `stages` stages; default all it holds), refusing images of
+    more than max_pixels pixels (None: no limit)."""
+    c, idx = unpack(weights, data, stages, name, max_pixels)
     h = c.header
     alpha = vqz.unpack_alpha(c.alpha, h, name) if c.alpha is not None else None
     rgb = decode_indices(weights, torch.from_numpy(idx), h.width, h.height)

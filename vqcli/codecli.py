@@ -14,6 +14,7 @@ from typing import Any
 
 from .errors import UsageError, VQError
 from .fileio import check_output, read_file, write_atomic
+from .limits import MAX_PIXELS, check_max_pixels, check_size
 
 STDIO = "-"
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
@@ -107,10 +108,11 @@ def run_jobs(jobs: list[Job], batch: bool, make_one, n_jobs: int | None = None) 
     error propagates; a batch (or any run under torchrun) goes through vqcli.batch: --jobs worker
     processes and torchrun shards, each failure reported on one line while the others go on,
     under one progress bar."""
-    from .batch import run_batch, torchrun_ranks
+    from .batch import oom_named, run_batch, torchrun_ranks
 
     if not batch and torchrun_ranks() is None:
-        return [make_one()(jobs[0])], 0
+        with oom_named(jobs[0]):
+            return [make_one()(jobs[0])], 0
     return run_batch(jobs, make_one, n_jobs)
 
 
@@ -139,7 +141,8 @@ def plan_compress(inputs: list[str], output: str | None) -> tuple[list[Job], boo
     return plan_jobs(inputs, output, ".vqz", find_images, f"images ({IMAGE_FORMATS})")
 
 
-def _compress_one(weights, job: Job, rate: dict, force: bool, verify: bool) -> dict[str, Any]:
+def _compress_one(weights, job: Job, rate: dict, force: bool, verify: bool,
+                  max_pixels: int | None = MAX_PIXELS) -> dict[str, Any]:
     from .codec import compress, decompress, quality
     from .images import decode_image
 
@@ -147,7 +150,7 @@ def _compress_one(weights, job: Job, rate: dict, force: bool, verify: bool) -> d
         Path(job.dst).parent.mkdir(parents=True, exist_ok=True)
     _check_output(job.dst, force)
     raw = _read_input(job.src)
-    image = decode_image(raw, _name(job.src))
+    image = decode_image(raw, _name(job.src), max_pixels)
     result = compress(weights, image, **rate, name=_name(job.src))
     h, w = image.rgb.shape[:2]
     info: dict[str, Any] = {"input": _name(job.src), "output": "<stdout>" if job.dst == STDIO else job.dst,
@@ -196,11 +199,12 @@ def compress_table(info: dict[str, Any]):
 
 def run_compress(inputs: list[str], output: str | None, weights_path: Path | None, device: str,
                  stages: int | None, bpp: float | None, psnr: float | None, force: bool, as_json: bool,
-                 verify: bool, n_jobs: int | None = None) -> int:
+                 verify: bool, n_jobs: int | None = None, max_pixels: int | None = MAX_PIXELS) -> int:
     """Returns the exit code (0, or 1 when some file of a batch failed); n_jobs: worker processes
-    (default: the available cores)."""
+    (default: the available cores); max_pixels: larger images are refused (None: no limit)."""
     from .codec import check_rate
 
+    check_max_pixels(max_pixels)
     check_rate(stages, bpp, psnr)
     jobs, batch = plan_compress(inputs, output)
     for j in jobs:
@@ -210,7 +214,7 @@ def run_compress(inputs: list[str], output: str | None, weights_path: Path | Non
     check_rate(stages, bpp, psnr, _weights(weights_path, device).config.stages)
     rate = {"stages": stages, "bpp": bpp, "psnr": psnr}
     out = _console(stderr=any(j.dst == STDIO for j in jobs))
-    make_one = functools.partial(compress_runner, weights_path, device, rate, force, verify)
+    make_one = functools.partial(compress_runner, weights_path, device, rate, force, verify, max_pixels)
     results, failed = run_jobs(jobs, batch, make_one, n_jobs)
 
     def show(results: list[dict[str, Any]]) -> None:
@@ -225,9 +229,11 @@ def run_compress(inputs: list[str], output: str | None, weights_path: Path | Non
     return finish(results, failed, show)
 
 
-def compress_runner(weights_path: Path | None, device: str, rate: dict, force: bool, verify: bool):
+def compress_runner(weights_path: Path | None, device: str, rate: dict, force: bool, verify: bool,
+                    max_pixels: int | None = MAX_PIXELS):
     """What compresses one job (picklable factory: batch workers call it once)."""
-    return functools.partial(_compress_one, _weights(weights_path, device), rate=rate, force=force, verify=verify)
+    return functools.partial(_compress_one, _weights(weights_path, device), rate=rate, force=force, verify=verify,
+                             max_pixels=max_pixels)
 
 
 # -- decompress ---------------------------------------------------------------------------------
@@ -257,10 +263,13 @@ def encode_output(dec, dst: str, name: str) -> tuple[bytes, str | None]:
 
 
 def run_decompress(inputs: list[str], output: str | None, weights_path: Path | None, device: str,
-                   stages: int | None, force: bool, as_json: bool, n_jobs: int | None = None) -> int:
-    """Returns the exit code (0, or 1 when some file of a batch failed); n_jobs as run_compress."""
+                   stages: int | None, force: bool, as_json: bool, n_jobs: int | None = None,
+                   max_pixels: int | None = MAX_PIXELS) -> int:
+    """Returns the exit code (0, or 1 when some file of a batch failed); n_jobs and max_pixels as
+    run_compress."""
     from .codec import check_rate
 
+    check_max_pixels(max_pixels)
     check_rate(stages, None, None)
     jobs, batch = plan_jobs(inputs, output, ".png", lambda d: sorted(d.rglob("*.vqz")), ".vqz files")
     for j in jobs:
@@ -270,7 +279,7 @@ def run_decompress(inputs: list[str], output: str | None, weights_path: Path | N
         if j.dst != STDIO and Path(j.dst).suffix.lower() not in OUTPUT_FORMATS:
             raise UsageError(f"{j.dst}: unsupported output format {Path(j.dst).suffix or '(no extension)'} "
                              f"(use {', '.join(sorted(OUTPUT_FORMATS))})")
-    make_one = functools.partial(decompress_runner, weights_path, device, stages, force)
+    make_one = functools.partial(decompress_runner, weights_path, device, stages, force, max_pixels)
     results, failed = run_jobs(jobs, batch, make_one, n_jobs)
 
     def show(results: list[dict[str, Any]]) -> None:
@@ -286,7 +295,8 @@ def run_decompress(inputs: list[str], output: str | None, weights_path: Path | N
     return finish(results, failed, show)
 
 
-def decompress_runner(weights_path: Path | None, device: str, stages: int | None, force: bool):
+def decompress_runner(weights_path: Path | None, device: str, stages: int | None, force: bool,
+                      max_pixels: int | None = MAX_PIXELS):
     """What decompresses one job (picklable factory). The weights load on first use, so that a
     non-vqz input fails before the model loads; without --weights, each file's model is found by
     the id in its header (every released model stays shipped)."""
@@ -295,10 +305,11 @@ def decompress_runner(weights_path: Path | None, device: str, stages: int | None
     def weights(model_id: str, name: str):
         return _weights(weights_path if weights_path is not None else find_weights(model_id, name), device)
 
-    return functools.partial(_decompress_one, weights, stages=stages, force=force)
+    return functools.partial(_decompress_one, weights, stages=stages, force=force, max_pixels=max_pixels)
 
 
-def _decompress_one(weights, job: Job, stages: int | None, force: bool) -> dict[str, Any]:
+def _decompress_one(weights, job: Job, stages: int | None, force: bool,
+                    max_pixels: int | None = MAX_PIXELS) -> dict[str, Any]:
     from . import format as vqz
     from .codec import decompress
 
@@ -308,7 +319,8 @@ def _decompress_one(weights, job: Job, stages: int | None, force: bool) -> dict[
     name = _name(job.src)
     data = _read_input(job.src)
     header = vqz.read_header(data, name)
-    dec = decompress(weights(header.model_id, name), data, stages, name)
+    check_size(header.width, header.height, name, max_pixels)  # before the model loads
+    dec = decompress(weights(header.model_id, name), data, stages, name, max_pixels)
     payload, note = encode_output(dec, job.dst, name)
     _write_output(job.dst, payload, force)
     h = dec.header

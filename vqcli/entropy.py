@@ -21,6 +21,7 @@ Two models, named in each file's header:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,10 @@ from .errors import VQError
 PSEUDO = 128  # prior strength of the static table in each context row, in pseudo-counts (tools/measure_entropy.py)
 BLOCK = 4096  # symbols per constriction call (bounds the float64 [n, K] probability array)
 CONTEXT_STAT = "context"
+# ANS bits a stream can hold beyond its words' worth of -log2 p: what the coder's 64-bit state
+# absorbs before it emits a word (see EntropyModel.min_payload_bits).
+STATE_BITS = 64
+MAX_TAIL = 256  # most trailing indices encode_stages changes to meet the bound
 
 
 def table_total(k: int) -> int:
@@ -112,6 +117,31 @@ class EntropyModel:
             bits += float(-np.log2(p / self.total).sum())
         return bits
 
+    # -- bounds on untrusted payloads ----------------------------------------------------------
+    def min_symbol_bits(self, stage: int) -> float:
+        """The fewest bits any index of the stage can cost: -log2 of the largest entry of any of
+        its tables (one count of slack for constriction's fixed-point rounding)."""
+        top = int(self.static[stage].max())
+        if self.context is not None:
+            top = max(top, int(self.context[stage].max()))
+        return -math.log2(min(1.0, (top + 1) / self.total))
+
+    def min_payload_bits(self, stage: int, n: int) -> float:
+        """A lower bound on the coded size of n indices of the stage.
+
+        Exception, by construction of ANS: code 0 (cumulative frequency 0) coded into the empty
+        start state costs nothing, so a stage whose last indices (first coded) are all 0 is
+        shorter; encoders avoid that (encode_stages), and readers refuse shorter payloads.
+        """
+        return n * self.min_symbol_bits(stage) - STATE_BITS
+
+    def check_payload(self, stage: int, payload_bytes: int, n: int, name: str = "<input>") -> None:
+        """Refuse a stage payload too short to hold n indices, before anything of size n is allocated."""
+        need = self.min_payload_bits(stage, n)
+        if 8 * payload_bytes < need:
+            raise VQError(f"{name}: corrupt stage {stage + 1} chunk ({payload_bytes} bytes cannot hold "
+                          f"{n} indices: at least {math.ceil(need / 8)} bytes under the model's tables)")
+
     # -- coding ----------------------------------------------------------------------------
     def encode_stage(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> bytes:
         """Code one stage's indices [h, w] (raster order); prev = stage-1 indices for stage >= 1."""
@@ -137,6 +167,7 @@ class EntropyModel:
         if len(payload) % 4:
             raise VQError(f"{name}: corrupt stage {stage + 1} chunk (length {len(payload)} is not whole words)")
         h, w = shape
+        self.check_payload(stage, len(payload), h * w, name)
         family = constriction.stream.model.Categorical(perfect=False)
         try:
             coder = constriction.stream.stack.AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
@@ -153,8 +184,35 @@ class EntropyModel:
                 for i in range(0, flat.size, BLOCK):
                     probs = self._probs(stage, ctx[i:i + BLOCK])
                     flat[i:i + BLOCK] = coder.decode(family, probs)
+            surplus = not coder.is_empty()  # a valid stream ends exactly in the coder's start state
         except (ValueError, RuntimeError, AssertionError) as e:
             raise VQError(f"{name}: corrupt stage {stage + 1} chunk ({e})") from None
+        if surplus:
+            raise VQError(f"{name}: corrupt stage {stage + 1} chunk (data left after its {h * w} indices)")
+        return out
+
+    def encode_stages(self, indices: np.ndarray) -> list[bytes]:
+        """Payload of every stage of indices [s, h, w], each meeting min_payload_bits.
+
+        ANS codes code 0 (cumulative frequency 0) for free while its state is below that
+        code's frequency, as it is at the start: a stage that ends in a long run of 0 (a nearly
+        uniform stage, never a photo) can code shorter than the readers' bound. Such a stage
+        gets its last 1, 2, 4, ... indices (the first coded) set to code K-1, in place, until it
+        meets the bound: a few latent positions at the bottom right change."""
+        out = []
+        for s in range(indices.shape[0]):
+            prev = indices[s - 1] if s else None
+            flat = indices[s].reshape(-1)
+            need = self.min_payload_bits(s, flat.size)
+            payload = self.encode_stage(s, indices[s], prev)
+            tail = 1
+            while 8 * len(payload) < need:
+                if tail > min(flat.size, MAX_TAIL):
+                    raise VQError(f"stage {s + 1} cannot be coded within the readers' bound")
+                flat[-tail:] = self.codebook - 1
+                payload = self.encode_stage(s, indices[s], prev)
+                tail *= 2
+            out.append(payload)
         return out
 
 

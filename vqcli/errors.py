@@ -27,3 +27,19 @@ def cli_message(e: VQError) -> str:
     for p in getattr(e, "params", ()):
         msg = re.sub(rf"(?<![\w.-]){re.escape(p)}(?=[\s,:)]|$)", "--" + p.replace("_", "-"), msg, count=1)
     return msg
+
+
+
+def one_line(message: str) -> str:
+    """The message with control characters (a newline in a file name, say) escaped, so that an
+    error is always exactly one line."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """MemoryError, torch.OutOfMemoryError, or a RuntimeError saying "out of memory" (torch's
+    allocators on some devices and versions)."""
+    return isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError" or (
+        isinstance(e, RuntimeError) and "out of memory" in str(e).lower())

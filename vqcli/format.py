@@ -31,13 +31,12 @@ import zlib
 from dataclasses import dataclass, field
 
 from .errors import VQError
+from .limits import MAX_SIDE
 
 MAGIC = b"\x89VQZ\r\n\x1a\n"
 FORMAT_VERSION = 1
 MODES = ("RGB", "RGBA", "L", "LA")
 ENTROPY_MODELS = ("static", "context")
-MAX_SIDE = 65535  # grid sides are u16 and every photo we expect fits
-MAX_PIXELS = 100_000_000  # same bound as vqcli.images
 MAX_STAGES = 255
 MAX_CODEBOOK = 65535
 
@@ -90,10 +89,10 @@ class Container:
 
 
 def check_header(h: Header, name: str) -> None:
-    """Bounds every field must satisfy, on writing and reading."""
-    if not (1 <= h.width <= MAX_SIDE and 1 <= h.height <= MAX_SIDE) or h.width * h.height > MAX_PIXELS:
-        raise VQError(f"{name}: absurd dimensions {h.width}x{h.height} (limit {MAX_SIDE} per side, "
-                      f"{MAX_PIXELS} pixels)")
+    """Bounds every field must satisfy, on writing and reading (the pixel count is a reader's
+    policy, not the format's: vqcli.limits.check_size)."""
+    if not (1 <= h.width <= MAX_SIDE and 1 <= h.height <= MAX_SIDE):
+        raise VQError(f"{name}: absurd dimensions {h.width}x{h.height} (limit {MAX_SIDE} per side)")
     if h.factor < 1 or h.factor > 128 or h.factor & (h.factor - 1):
         raise VQError(f"{name}: bad header (downsampling factor {h.factor})")
     if not (1 <= h.stages <= h.model_stages <= MAX_STAGES):

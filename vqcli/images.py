@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import VQError
+from .limits import MAX_PIXELS, check_size
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".avif"})
 IMAGE_FORMATS = "png, jpg, webp, tiff, bmp, avif"  # IMAGE_SUFFIXES in words, for messages and help
-MAX_PIXELS = 100_000_000  # a sanity bound well above any photo we expect; Pillow's own bomb check is 89M
 
 
 @dataclass
@@ -39,38 +40,48 @@ def images_in(folder: Path | str, limit: int | None = None) -> list[Path]:
     return files
 
 
-def _to_uint8(a: np.ndarray) -> np.ndarray:
+def _to_uint8(a: np.ndarray, name: str) -> np.ndarray:
     """8 bits per sample: 16-bit data is scaled by 1/257; 32-bit integer or float modes (Pillow's
-    "I", "F") are scaled only when their values exceed 8 bits, since they often hold 8-bit data."""
+    "I", "F") are scaled only when their values exceed 8 bits, since they often hold 8-bit data.
+    NaN or infinite float samples have no pixel value: an error."""
     if a.dtype == np.uint8:
         return a
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise VQError(f"{name}: float image holds NaN or infinite samples")
     if a.dtype == np.uint16 or a.max(initial=0) > 255:
         return np.clip(np.round(a.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
     return np.clip(a, 0, 255).astype(np.uint8)
 
 
-def decode_image(data: bytes, name: str) -> LoadedImage:
-    """Decode image bytes; EXIF orientation applied, any mode converted to RGB (+ alpha)."""
+def decode_image(data: bytes, name: str, max_pixels: int | None = MAX_PIXELS) -> LoadedImage:
+    """Decode image bytes; EXIF orientation applied, any mode converted to RGB (+ alpha).
+
+    Hostile input: the size is checked from the header before any pixel is decoded (sides,
+    max_pixels; None: no pixel limit), Pillow's warnings (truncated data, corrupt EXIF, its own
+    bomb guard, which vq's limit replaces) never reach stderr, and any failure is one VQError.
+    """
     from PIL import Image
 
+    if Image.MAX_IMAGE_PIXELS is not None and (max_pixels is None or max_pixels > Image.MAX_IMAGE_PIXELS):
+        Image.MAX_IMAGE_PIXELS = max_pixels  # vq's own limit (checked in from_pil) replaces Pillow's bomb guard
     with _readable(name):
         with Image.open(io.BytesIO(data)) as im:
-            return from_pil(im, name)
+            return from_pil(im, name, max_pixels)
 
 
-def from_pil(im, name: str = "<image>") -> LoadedImage:
-    """A Pillow image as 8-bit RGB (+ alpha): EXIF orientation applied, any mode converted."""
+def from_pil(im, name: str = "<image>", max_pixels: int | None = MAX_PIXELS) -> LoadedImage:
+    """A Pillow image as 8-bit RGB (+ alpha): EXIF orientation applied, any mode converted; its
+    size is checked before its pixels are decoded."""
     from PIL import ImageOps
 
     with _readable(name):
-        if im.width * im.height > MAX_PIXELS:
-            raise VQError(f"{name}: image is {im.width}x{im.height}, larger than the {MAX_PIXELS} pixel limit")
+        check_size(im.width, im.height, name, max_pixels)
         im = ImageOps.exif_transpose(im)
         im.load()
         mode = im.mode
         alpha = None
         if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            gray = _to_uint8(np.asarray(im))
+            gray = _to_uint8(np.asarray(im), name)
             rgb = np.repeat(gray[:, :, None], 3, axis=2)
         else:
             if (mode == "P" and "transparency" in im.info) or mode in ("LA", "PA", "La"):
@@ -83,21 +94,36 @@ def from_pil(im, name: str = "<image>") -> LoadedImage:
     return LoadedImage(np.ascontiguousarray(rgb), alpha, mode)
 
 
+def _describe(e: BaseException, caught: list[warnings.WarningMessage]) -> str:
+    """The first line of an exception, with Pillow's first warning (often the real cause)."""
+    from PIL import UnidentifiedImageError
+
+    what = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    if isinstance(e, UnidentifiedImageError):  # its message names the BytesIO, not the file
+        what = "unknown format"
+    elif isinstance(e, MemoryError):
+        what = "out of memory decoding it"
+    if caught:
+        what += f"; {(str(caught[0].message).strip().splitlines() or [''])[0]}"
+    return what
+
+
 @contextlib.contextmanager
 def _readable(name: str) -> Iterator[None]:
-    """Pillow's many ways of failing on a bad image, as one VQError naming the file."""
-    from PIL import Image, UnidentifiedImageError
+    """Pillow's many ways of failing on a bad image, as one VQError naming the file; its warnings
+    (truncated data, corrupt EXIF, bomb sizes) are kept off stderr and folded into that error."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        except VQError:
+            raise
+        except Exception as e:  # Pillow's parsers raise anything on hostile bytes: all mean a bad file
+            raise VQError(f"{name}: not a readable image ({_describe(e, caught)})") from None
 
-    try:
-        yield
-    except VQError:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise VQError(f"{name}: not a readable image ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
 
-
-def load_image(path: Path | str) -> LoadedImage:
+def load_image(path: Path | str, max_pixels: int | None = MAX_PIXELS) -> LoadedImage:
     """Read and decode an image file ('-' is not handled here: pass bytes to decode_image)."""
     from .fileio import read_file
 
-    return decode_image(read_file(path), str(path))
+    return decode_image(read_file(path), str(path), max_pixels)

@@ -182,9 +182,11 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def load_state(path: Path, model: torch.nn.Module, tensors: dict[str, torch.Tensor], strict_training: bool) -> None:
-    """Copy tensors into the model, naming any missing or mis-shaped one."""
-    state = model.state_dict()
+def check_tensors(path: Path, state: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
+                  strict_training: bool, values: bool = True) -> None:
+    """Refuse tensors that do not fit a model's state dict (missing, unexpected, shape, kind of
+    dtype) and, with `values`, that hold NaN or infinite values; statistics must be
+    non-negative integers."""
     missing = [k for k in state if k not in tensors and (strict_training or k.rsplit(".", 1)[-1] not in TRAINING_ONLY)]
     if missing:
         raise VQError(f"{path}: weights do not match the model: missing {', '.join(missing[:3])}"
@@ -196,6 +198,24 @@ def load_state(path: Path, model: torch.nn.Module, tensors: dict[str, torch.Tens
         if k in state and tuple(t.shape) != tuple(state[k].shape):
             raise VQError(f"{path}: weights do not match the model: {k} has shape {tuple(t.shape)}, "
                           f"expected {tuple(state[k].shape)}")
+        want_float = state[k].is_floating_point() if k in state else False
+        if k in state and (t.is_floating_point() != want_float or (t.dtype == torch.bool) != (state[k].dtype == torch.bool)):
+            raise VQError(f"{path}: weights do not match the model: {k} is {t.dtype}, expected {state[k].dtype}")
+        if not values or not t.numel():
+            continue
+        if k.startswith(STATS_PREFIX) and k != STATS_PREFIX + "code_distance":
+            if t.is_floating_point() or t.dtype == torch.bool:
+                raise VQError(f"{path}: corrupt weights: {k} is {t.dtype}, expected integer counts")
+            if int(t.min()) < 0:
+                raise VQError(f"{path}: corrupt weights: {k} holds negative counts")
+        if t.is_floating_point() and not math.isfinite(float(t.float().abs().max())):  # max propagates NaN
+            raise VQError(f"{path}: corrupt weights: {k} holds NaN or infinite values")
+
+
+def load_state(path: Path, model: torch.nn.Module, tensors: dict[str, torch.Tensor], strict_training: bool) -> None:
+    """Copy tensors into the model, naming any missing, mis-shaped or non-finite one."""
+    state = model.state_dict()
+    check_tensors(path, state, tensors, strict_training)
     with torch.no_grad():
         for k, v in state.items():
             if k in tensors:
@@ -215,6 +235,9 @@ def load_weights(path: Path | str | None = None, device: str | torch.device = "c
     tensors, meta = read_safetensors(path)
     config = parse_config(path, meta)
     dev = resolve_device(device) if isinstance(device, str) else device
+    with torch.device("meta"):  # shapes only: a config that lies about the tensors allocates nothing
+        shapes = VQVAE(config).state_dict()
+    check_tensors(path, shapes, tensors, strict_training=False, values=False)
     model = VQVAE(config)
     load_state(path, model, tensors, strict_training=False)
     stats = {k[len(STATS_PREFIX):]: v for k, v in tensors.items() if k.startswith(STATS_PREFIX)}

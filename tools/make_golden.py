@@ -1,0 +1,104 @@
+"""Write the golden fixtures of tests/golden/ (run once; the committed files are the reference).
+
+- tiny.safetensors: the `tiny` preset trained deterministically (CPU, one thread, fixed seed)
+  for 40 steps on generated images, a few KB;
+- *.vqz: small generated images coded with it and with the shipped weights, static and context
+  entropy models, one with alpha, one grey;
+- golden.json: per file, the weights, the sha256 of its decoded indices (int64, C order) and of
+  its decoded pixels (RGB uint8, then alpha).
+
+Usage: PYTHONPATH=. python tools/make_golden.py [--weights-too]
+tests/test_golden.py checks that today's code decodes every file to exactly these hashes and
+re-encodes the decoded indices to exactly the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from conftest import make_image  # noqa: E402  (the tests' own image generator)
+
+GOLDEN = ROOT / "tests" / "golden"
+TINY = GOLDEN / "tiny.safetensors"
+SHIPPED = "weights/default.safetensors"
+# name: (weights, height, width, seed, entropy, alpha, grey)
+CASES = {
+    "tiny_static.vqz": ("tiny", 32, 48, 1, "static", False, False),
+    "tiny_context_alpha.vqz": ("tiny", 48, 40, 2, "context", True, False),
+    "shipped_context.vqz": ("shipped", 64, 64, 3, "context", False, False),
+    "shipped_static_grey_alpha.vqz": ("shipped", 40, 56, 4, "static", True, True),
+}
+
+
+def train_tiny(out: Path) -> None:
+    from vqcli.config import PRESETS, TrainConfig
+    from vqcli.train import train
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as d:
+        sizes = [(64, 96), (80, 80), (48, 72), (96, 64), (24, 40), (72, 120), (64, 64), (56, 88)]
+        for i, (h, w) in enumerate(sizes):
+            Image.fromarray(make_image(h, w, i)).save(Path(d) / f"img{i}.png")
+        tcfg = TrainConfig(steps=40, batch_size=8, crop=32, lr=3e-3, warmup=5, workers=0, ckpt_every=1000,
+                           val_every=1000, seed=0)
+        train(Path(d), out, PRESETS["tiny"], tcfg, device="cpu", progress=False)
+        out.with_name(out.name.removesuffix(".safetensors") + ".ckpt.safetensors").unlink()
+
+
+def sha(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def image(h: int, w: int, seed: int, alpha: bool, grey: bool):
+    from vqcli.images import LoadedImage
+
+    rgb = make_image(h, w, seed)
+    mode = "RGB"
+    if grey:
+        rgb = np.repeat(rgb.mean(2).astype(np.uint8)[:, :, None], 3, axis=2)
+        mode = "L"
+    a = None
+    if alpha:
+        yy, xx = np.mgrid[:h, :w]
+        a = np.clip(255 - 4 * np.hypot(yy - h / 2, xx - w / 2), 0, 255).astype(np.uint8)
+        mode = "LA" if grey else "RGBA"
+    return LoadedImage(rgb, a, mode)
+
+
+def main() -> None:
+    from vqcli.codec import compress, decompress
+    from vqcli.weights import load_weights
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights-too", action="store_true", help="retrain tests/golden/tiny.safetensors")
+    args = ap.parse_args()
+    if args.weights_too or not TINY.exists():
+        train_tiny(TINY)
+    weights = {"tiny": load_weights(TINY), "shipped": load_weights(ROOT / SHIPPED)}
+    record = {}
+    for name, (wname, h, w, seed, entropy, alpha, grey) in CASES.items():
+        wt = weights[wname]
+        res = compress(wt, image(h, w, seed, alpha, grey), stages=wt.config.stages, entropy=entropy)
+        (GOLDEN / name).write_bytes(res.data)
+        dec = decompress(wt, res.data)
+        record[name] = {"weights": "tests/golden/tiny.safetensors" if wname == "tiny" else SHIPPED,
+                        "model_id": wt.model_id, "size": [w, h], "mode": res.mode, "entropy": entropy,
+                        "stages": res.stages, "indices_sha256": sha(dec.indices),
+                        "pixels_sha256": sha(dec.rgb), "alpha_sha256": None if dec.alpha is None else sha(dec.alpha)}
+        print(name, len(res.data), "bytes", record[name]["pixels_sha256"][:12])
+    (GOLDEN / "golden.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
