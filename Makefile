@@ -8,8 +8,12 @@ BIN    := $(VENV)/bin
 TORCH_PIP ?= torch==2.13.0
 VAL    ?= ../shared/data/val
 OUT    ?= out
+# make fuzz: .vqz cases, image-reader cases and the seed of tools/fuzz.py
+CASES  ?= 100000
+IMAGES ?= 10000
+SEED   ?= 0
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test demo bench lint clean fuzz
 
 install: $(VENV)/.installed
 
@@ -33,6 +37,11 @@ demo: install
 bench: install
 	@mkdir -p $(OUT)
 	$(BIN)/vq eval $(VAL) --plot $(OUT)/rd.png --json $(OUT)/eval.json
+
+# Mutated .vqz files and images against the reader: a report and a summary line, exit 1 on any
+# crash, hang, memory blowup, output left behind or stray stderr (a small run is part of `make test`).
+fuzz: install
+	OMP_NUM_THREADS=1 $(BIN)/python tools/fuzz.py --cases $(CASES) --images $(IMAGES) --seed $(SEED)
 
 lint: install
 	$(BIN)/python -m ruff check vqcli tests tools

@@ -350,3 +350,14 @@ def test_truncated_and_bit_flipped_weights_are_one_line_errors(tmp_path):
     r = runner.invoke(app, ["decompress", str(ROOT / "tests/golden/tiny_static.vqz"), "--weights", str(p), "-o",
                             str(tmp_path / "x.png")])
     assert r.exit_code in (0, 1) and r.output.count("\n") <= 2
+
+
+def test_libtiff_messages_join_the_error_instead_of_stderr(capfd):
+    buf = io.BytesIO()
+    Image.fromarray(make_image(40, 50)).save(buf, "TIFF", compression="tiff_deflate")
+    data = bytearray(buf.getvalue())
+    start = data.find(b"\x78")  # the zlib stream of the strip
+    data[start + 2:start + 40] = bytes(38)
+    with pytest.raises(VQError, match=r"z.tif: not a readable image \(.*ZIPDecode"):
+        decode_image(bytes(data), "z.tif")
+    assert capfd.readouterr().err == ""

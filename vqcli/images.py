@@ -76,6 +76,8 @@ def from_pil(im, name: str = "<image>", max_pixels: int | None = MAX_PIXELS) -> 
 
     with _readable(name):
         check_size(im.width, im.height, name, max_pixels)
+        with _c_stderr_folded(name) if im.format == "TIFF" else contextlib.nullcontext():
+            im.load()  # decoded before exif_transpose, so that libtiff's messages are caught here
         im = ImageOps.exif_transpose(im)
         im.load()
         mode = im.mode
@@ -106,6 +108,31 @@ def _describe(e: BaseException, caught: list[warnings.WarningMessage]) -> str:
     if caught:
         what += f"; {(str(caught[0].message).strip().splitlines() or [''])[0]}"
     return what
+
+
+@contextlib.contextmanager
+def _c_stderr_folded(name: str) -> Iterator[None]:
+    """Keep what C code prints on file descriptor 2 (libtiff reports decoding errors there) off
+    the terminal; when the body fails, its first line joins the one-line error."""
+    import os
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as f:
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        except Exception as e:
+            os.dup2(saved, 2)
+            f.seek(0)
+            said = f.read(500).decode("utf-8", "replace").strip().splitlines()
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise VQError(f"{name}: not a readable image ({first}" + (f"; {said[0]}" if said else "") + ")") from None
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 @contextlib.contextmanager

@@ -47,11 +47,13 @@ class TrainResult:
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C during training; a checkpoint was saved at `path`."""
+    """Ctrl-C or SIGTERM during training; a checkpoint was saved at `path` (unless `saved` is
+    False: a second Ctrl-C inside a step, when the last checkpoint written stands)."""
 
-    def __init__(self, path: Path, step: int) -> None:
-        super().__init__(f"interrupted at step {step}; checkpoint saved to {path}")
-        self.path, self.step = path, step
+    def __init__(self, path: Path, step: int, saved: bool = True) -> None:
+        super().__init__(f"interrupted at step {step}; checkpoint saved to {path}" if saved else
+                         f"interrupted inside step {step + 1}; the last checkpoint ({path}) stands")
+        self.path, self.step, self.saved = path, step, saved
 
 
 @dataclass
@@ -59,6 +61,7 @@ class TrainState:
     step: int = 0
     seconds: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
+    window: dict[str, Any] = field(default_factory=dict)  # the log window's running sums, so a resume logs the same figures
 
 
 def lr_at(step: int, tcfg: TrainConfig) -> float:
@@ -82,26 +85,43 @@ def dist_setup(device: torch.device) -> tuple[int, int]:
 
 
 # -- checkpoints ---------------------------------------------------------------------------
+def _rng_state() -> dict[str, Any]:
+    """This process's random generators (torch, CUDA, Python, numpy)."""
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
+            "python": json.dumps(random.getstate(), default=list),
+            "numpy": json.dumps(np.random.get_state()[1].tolist() + list(np.random.get_state()[2:]))}
+
+
 def save_checkpoint(path: Path, model: VQVAE, opt: torch.optim.Optimizer, cfg: ModelConfig, tcfg: TrainConfig,
                     state: TrainState) -> None:
-    """Everything needed to resume exactly: model with EMA state, optimizer, RNGs, step."""
+    """Everything needed to resume exactly: model with EMA state, optimizer, RNGs, step.
+
+    Under DDP every rank calls it: each rank's RNG state is gathered to rank 0, which writes
+    them as rank-suffixed entries (rng.torch.1, ...), so that each rank resumes its own streams."""
     from safetensors.torch import save
 
+    rngs = [_rng_state()]
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        rngs = [None] * dist.get_world_size()
+        dist.all_gather_object(rngs, _rng_state())
+        if dist.get_rank() != 0:
+            return
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     osd = opt.state_dict()
     for i, st in osd["state"].items():
         for k, v in st.items():
             tensors[f"optim.{i}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
-    tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
     meta = {
         "format": CKPT_FORMAT, "format_version": str(FORMAT_VERSION), "config": cfg.to_json(),
         "train_config": json.dumps(asdict(tcfg)), "optim_groups": json.dumps(osd["param_groups"]),
-        "state": json.dumps(asdict(state)),
-        "rng.python": json.dumps(random.getstate(), default=list),
-        "rng.numpy": json.dumps(np.random.get_state()[1].tolist() + list(np.random.get_state()[2:])),
+        "state": json.dumps(asdict(state)), "ranks": str(len(rngs)),
     }
+    for r, rng in enumerate(rngs):
+        sfx = f".{r}" if r else ""  # rank 0 keeps the unsuffixed names of single-process checkpoints
+        tensors["rng.torch" + sfx] = rng["torch"]
+        if rng["cuda"] is not None:
+            tensors["rng.cuda" + sfx] = rng["cuda"]
+        meta["rng.python" + sfx], meta["rng.numpy" + sfx] = rng["python"], rng["numpy"]
     with atomic_output(path) as f:
         f.write(save(tensors, metadata=meta))
 
@@ -126,12 +146,16 @@ def restore(model: VQVAE, opt: torch.optim.Optimizer, tensors: dict[str, torch.T
             _, i, name = k.split(".", 2)
             state.setdefault(int(i), {})[name] = v
     opt.load_state_dict({"state": state, "param_groups": json.loads(meta["optim_groups"])})
-    torch.set_rng_state(tensors["rng.torch"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
-    py = json.loads(meta["rng.python"])
+    # This rank's own generators (rank-suffixed); a checkpoint of fewer ranks gives new ranks
+    # rank 0's state advanced by nothing: they then differ only by their data streams.
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    sfx = f".{rank}" if rank and f"rng.python.{rank}" in meta else ""
+    torch.set_rng_state(tensors["rng.torch" + sfx])
+    if "rng.cuda" + sfx in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda" + sfx])
+    py = json.loads(meta["rng.python" + sfx])
     random.setstate((py[0], tuple(py[1]), py[2]))
-    npst = json.loads(meta["rng.numpy"])
+    npst = json.loads(meta["rng.numpy" + sfx])
     np.random.set_state(("MT19937", np.array(npst[:624], dtype=np.uint32), *npst[624:]))
     return TrainState(**json.loads(meta["state"]))
 
@@ -162,15 +186,38 @@ def validate(model: VQVAE, files: list[Path], device: torch.device, crop: int = 
             "usage": [round(u, 4) for u in used.float().mean(1).tolist()]}
 
 
-def _sigterm_as_interrupt():
-    """Treat SIGTERM (a scheduler's preemption, `kill`) like Ctrl-C: checkpoint, then stop."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
+class StopFlag:
+    """SIGTERM (a scheduler's preemption, `kill`) and Ctrl-C set a flag that the loop reads
+    between steps (checkpoint, then stop), so that no signal lands inside a step, between
+    opt.step() and the step counter. A second Ctrl-C stops at once (KeyboardInterrupt): the
+    last checkpoint stands."""
 
-    def handler(signum, frame):
-        raise KeyboardInterrupt
+    def __init__(self) -> None:
+        self.set = False
+        self._previous: dict[int, Any] = {}
 
-    return signal.signal(signal.SIGTERM, handler)
+    def _handler(self, signum, frame) -> None:
+        if self.set and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.set = True
+
+    def install(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def restore(self) -> None:
+        for sig, h in self._previous.items():
+            signal.signal(sig, h)
+
+    def everywhere(self, world: int, device: torch.device) -> bool:
+        """Whether any rank was asked to stop (a collective under DDP: every rank stops at the same step)."""
+        if world == 1:
+            return self.set
+        t = torch.tensor([float(self.set)], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
 
 
 # -- the loop ------------------------------------------------------------------------------
@@ -255,6 +302,9 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
     S, K = cfg.stages, cfg.codebook_size
     used = torch.zeros(S, K, dtype=torch.bool)
     acc = {"loss": 0.0, "mse": 0.0, "n": 0, "steps": 0}
+    if state.window:
+        used = torch.tensor(state.window.pop("used"), dtype=torch.bool)
+        acc = state.window
     t_last, n_last = time.time(), 0
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
     model.train()
@@ -262,9 +312,11 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
     t_start = time.time() - state.seconds
     if prog:
         prog.start()
-    previous_term = _sigterm_as_interrupt()
+    stop = StopFlag().install()
+    between_steps = True  # the state (model, optimizer, RNGs, step) is consistent: a checkpoint may be taken
     try:
         for batch in loader:
+            between_steps = False
             x = batch.to(dev, non_blocking=True).float() / 255.0
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, tcfg)
@@ -315,29 +367,33 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
             elif prog:
                 prog.update(prog.task_ids[0], completed=step)
             state.step, state.seconds = step, time.time() - t_start
+            between_steps = True
             if rank == 0 and val_files and (step % tcfg.val_every == 0 or step == tcfg.steps):
                 v = validate(model, val_files, dev)
                 state.history.append({"step": step, "val": v})
                 console.print(f"val @ {step}: psnr by stages {v['psnr']}  usage {v['usage']}", highlight=False)
-            if rank == 0 and step % tcfg.ckpt_every == 0:
+            if step % tcfg.ckpt_every == 0:
+                state.window = {**acc, "used": used.tolist()}
                 save_checkpoint(ckpt, model, opt, cfg, tcfg, state)
             if on_step:
                 on_step(step)
+            if stop.everywhere(world, dev) and step < tcfg.steps:
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         if prog:
             prog.stop()
-        if rank == 0:
-            state.step, state.seconds = step, time.time() - t_start
-            save_checkpoint(ckpt, model, opt, cfg, tcfg, state)
+        if not between_steps:  # a second Ctrl-C inside a step: its state is half-updated, keep the last checkpoint
+            raise TrainingInterrupted(ckpt, step, saved=False) from None
+        state.seconds, state.window = time.time() - t_start, {**acc, "used": used.tolist()}
+        save_checkpoint(ckpt, model, opt, cfg, tcfg, state)
         raise TrainingInterrupted(ckpt, step) from None
     finally:
-        if previous_term is not None:
-            signal.signal(signal.SIGTERM, previous_term)
+        stop.restore()
     if prog:
         prog.stop()
     summary: dict[str, Any] = {}
+    save_checkpoint(ckpt, model, opt, cfg, tcfg, state)
     if rank == 0:
-        save_checkpoint(ckpt, model, opt, cfg, tcfg, state)
         summary = finalize(model, cfg, tcfg, state, files, out, dev, half, console)
     if world > 1:
         dist.barrier()
