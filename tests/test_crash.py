@@ -110,7 +110,8 @@ def test_batch_compress_killed_midway_leaves_only_complete_outputs(tmp_path: Pat
     out.mkdir()
     for i in range(40):
         Image.fromarray(make_image(160, 200, i)).save(src / f"im{i:02d}.png")
-    proc = subprocess.Popen(vq("compress", str(src), "-o", str(out), "--weights", str(TINY), "--device", "cpu"),
+    proc = subprocess.Popen(vq("compress", str(src), "-o", str(out), "--weights", str(TINY), "--device", "cpu",
+                               "--jobs", "1"),
                             env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for(out / "im02.vqz", proc)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import os
 import random
@@ -432,8 +433,8 @@ def fuzz_images(cases: int, seed: int, time_limit: float = 5.0, memory_mb: float
         data = IMAGE_MUTATORS[name](base, rng, None)
         with captured_fd2() as fd2, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            outcome, dt, mb, detail = run_case(lambda: decode_image(data, "case.img"), time_limit, memory_mb,
-                                               rss_base)
+            outcome, dt, mb, detail = run_case(functools.partial(decode_image, data, "case.img"), time_limit,
+                                               memory_mb, rss_base)
         if outcome == "error" and ("\n" in detail or not detail.startswith("case.img: ")):
             outcome, detail = "crash", f"not one line naming the file: {detail!r}"
         if caught and outcome in ("ok", "error"):
