@@ -16,3 +16,9 @@ def test_messages_list_the_accepted_image_formats() -> None:
     for path in PKG.glob("*.py"):  # every other list of formats is IMAGE_FORMATS itself
         if path.name != "images.py":
             assert not re.search(r"png, jpg", path.read_text()), path.name
+
+
+def test_only_the_quantizer_touches_its_private_codes() -> None:
+    for path in PKG.glob("*.py"):
+        if path.name != "quantizer.py":
+            assert "._codes(" not in path.read_text(), path.name

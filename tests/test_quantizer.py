@@ -133,3 +133,18 @@ def test_forward_under_bf16_autocast_picks_the_fp32_codes() -> None:
         out = rvq(data)
     assert out.quantized.dtype == torch.float32
     assert torch.equal(out.indices, rvq.encode(data))
+
+
+def test_encode_with_error_is_the_residual_each_stage_leaves() -> None:
+    torch.manual_seed(3)
+    rvq = ResidualVQ(dim=6, stages=3, codebook_size=8)
+    x = torch.randn(300, 6)
+    rvq.train()
+    rvq(x)  # k-means init and one EMA step
+    rvq.eval()
+    idx, err = rvq.encode_with_error(x)
+    assert torch.equal(idx, rvq.encode(x)) and err.shape == (300, 3)
+    for s in range(3):
+        left = x - rvq.decode(idx[:, : s + 1])
+        assert torch.allclose(err[:, s], left.pow(2).sum(1), atol=1e-5)
+    assert [tuple(c.shape) for c in rvq.codebooks()] == [(8, 6)] * 3

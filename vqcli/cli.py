@@ -205,19 +205,19 @@ def _print_json(data) -> None:
     typer.echo(json.dumps(data, indent=2))
 
 
-def _stats_out(weights, hist, dist, source: str, as_json: bool, extra: dict) -> None:
+def _stats_out(weights, counts, as_json: bool) -> None:
     from .stats import codebook_stats, render_table, report_dict
 
-    st = codebook_stats(hist, dist)
+    st = codebook_stats(counts.histogram, counts.code_distance)
     if as_json:
-        _print_json(report_dict(st, source, weights, {**extra, "histogram": hist.tolist()}))
+        _print_json(report_dict(st, counts.source, weights, {**counts.extra, "histogram": counts.histogram.tolist()}))
         return
     from rich.console import Console
 
     console = Console()
-    console.print(render_table(st, f"Codebook usage: {source} (model {weights.model_id}, "
+    console.print(render_table(st, f"Codebook usage: {counts.source} (model {weights.model_id}, "
                                    f"{weights.config.stages} stages x {weights.config.codebook_size} codes)",
-                               hist, console.width))
+                               counts.histogram, console.width))
 
 
 @stats_app.command("codebook")
@@ -232,33 +232,18 @@ def stats_codebook(
 ) -> None:
     """Per-stage code usage: used codes, perplexity, entropy, dead codes, top-1% share, distance."""
     def go() -> None:
-        import numpy as np
-
+        from .plots import codebook_figure, pyplot
+        from .stats import codebook_counts, codebook_vectors
         from .weights import load_weights
 
         if plot is not None:
-            from .plots import pyplot
-
             pyplot(plot)  # fail before any work when matplotlib is missing
         w = load_weights(weights, device)
-        extra: dict = {}
-        if images is not None:
-            from .stats import histogram_over_images
-
-            st = histogram_over_images(w, images, limit=limit, progress=not as_json)
-            hist, dist, source = st["histogram"], st["code_distance"], f"{st['images']} images in {images}"
-            extra["images"] = st["images"]
-        else:
-            hist = w.stats["histogram"].cpu().numpy()
-            d = w.stats.get("code_distance")
-            dist, source = (None if d is None else d.cpu().numpy()), "histogram stored in the weights"
-        hist = np.asarray(hist, dtype=np.int64)
-        _stats_out(w, hist, dist, source, as_json, extra)
+        counts = codebook_counts(w, images, limit, progress=not as_json)
+        _stats_out(w, counts, as_json)
         if plot is not None:
-            from .plots import codebook_figure
-
-            codes = [layer._codes().detach().float().cpu().numpy() for layer in w.model.quantizer.layers] if pca else None
-            codebook_figure(plot, hist, f"vq codebook usage: {source} (model {w.model_id})", codes)
+            codebook_figure(plot, counts.histogram, f"vq codebook usage: {counts.source} (model {w.model_id})",
+                            codebook_vectors(w) if pca else None)
             if not as_json:
                 typer.echo(f"wrote {plot}", err=True)
 
@@ -273,14 +258,11 @@ def stats_file(
 ) -> None:
     """The same per-stage statistics for the indices stored in one .vqz file."""
     def go() -> None:
-        from .stats import file_histogram, file_indices
+        from .stats import file_counts
         from .weights import load_weights
 
         w = load_weights(weights, "cpu")
-        idx = file_indices(w, file)
-        hist = file_histogram(idx, w.config.codebook_size)
-        _stats_out(w, hist, None, str(file), as_json,
-                   {"file": str(file), "grid": list(idx.shape[1:]), "stored_stages": int(idx.shape[0])})
+        _stats_out(w, file_counts(w, file), as_json)
 
     run_guarded(go)
 
@@ -354,7 +336,7 @@ def compare(
         import io
 
         from .compare import compare as run
-        from .compare import grid_figure, parse_crop, target_bytes
+        from .compare import grid_figure, parse_crop, render, target_bytes
         from .evaluate import parse_codecs
         from .fileio import check_output, write_atomic
         from .images import load_image
@@ -375,19 +357,9 @@ def compare(
                          "crop": list(box), "figure": str(out), "codecs": [e.to_dict() for e in entries]})
             return
         from rich.console import Console
-        from rich.table import Table
 
-        t = Table(title=f"{image}: {w}x{h}, budget {budget:,} bytes ({8 * budget / (w * h):.3f} bpp)",
-                  title_justify="left", header_style="bold")
-        for col in ("codec", "setting", "bytes", "bpp", "PSNR (dB)", "MS-SSIM", "note"):
-            t.add_column(col, justify="left" if col in ("codec", "setting", "note") else "right")
-        for e in entries[1:]:
-            t.add_row(e.label, e.setting, f"{e.bytes:,}", f"{e.bpp:.3f}", f"{e.psnr:.2f}",
-                      f"{e.ms_ssim:.4f}" if e.ms_ssim is not None else f"SSIM {e.ssim:.4f}", e.note or "")
-        con = Console()
-        con.print(t)
-        if entries[0].note:
-            con.print(f"note: {entries[0].note}", markup=False)
+        Console().print(*render(entries, f"{image}: {w}x{h}, budget {budget:,} bytes "
+                                         f"({8 * budget / (w * h):.3f} bpp)"))
         typer.echo(f"wrote {out}", err=True)
 
     run_guarded(go)

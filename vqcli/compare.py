@@ -131,6 +131,19 @@ def compare(weights, rgb: np.ndarray, budget: int, codecs: list[str]) -> list[En
     return out
 
 
+def render(entries: list[Entry], title: str) -> list[Any]:
+    """Rich renderables: a table of the codecs' numbers, then the original's note, if any."""
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for col in ("codec", "setting", "bytes", "bpp", "PSNR (dB)", "MS-SSIM", "note"):
+        t.add_column(col, justify="left" if col in ("codec", "setting", "note") else "right")
+    for e in entries[1:]:
+        t.add_row(e.label, e.setting, f"{e.bytes:,}", f"{e.bpp:.3f}", f"{e.psnr:.2f}",
+                  f"{e.ms_ssim:.4f}" if e.ms_ssim is not None else f"SSIM {e.ssim:.4f}", e.note or "")
+    return [t] + ([f"[yellow]note:[/] {entries[0].note}"] if entries[0].note else [])
+
+
 def caption(e: Entry) -> list[str]:
     """The lines under a panel."""
     if e.codec == "original":

@@ -22,25 +22,19 @@ def collect_index_stats(model: torch.nn.Module, files: Iterable[Path], device: t
     from .entropy import CONTEXT_STAT, context_counts
 
     cfg = model.cfg
-    hist = torch.zeros(cfg.stages, cfg.codebook_size, dtype=torch.int64)
+    k = cfg.codebook_size
+    hist = torch.zeros(cfg.stages, k, dtype=torch.int64)
     dist_sum = torch.zeros(cfg.stages, dtype=torch.float64)
-    ctx = np.zeros((cfg.stages, cfg.codebook_size, cfg.codebook_size), dtype=np.int64)
+    ctx = np.zeros((cfg.stages, k, k), dtype=np.int64)
     n_vec = 0
     for path in files:
         x, _ = pad_to_multiple(to_tensor(load_image(path).rgb).to(device), model.factor)
-        z = model._latent(x)
-        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).float()
-        residual = flat
-        grid = []
-        for s, layer in enumerate(model.quantizer.layers):
-            idx = layer.encode(residual)
-            q = layer.lookup(idx)
-            dist_sum[s] += (residual - q).pow(2).sum(1).sum().double().cpu()
-            residual = residual - q
-            hist[s] += torch.bincount(idx.cpu(), minlength=cfg.codebook_size)
-            grid.append(idx.cpu().reshape(z.shape[2], z.shape[3]).numpy())
-        ctx += context_counts(np.stack(grid), cfg.codebook_size)
-        n_vec += flat.shape[0]
+        idx, err = model.encode_with_error(x)
+        idx = idx[0].cpu()
+        hist += torch.stack([torch.bincount(stage.ravel(), minlength=k) for stage in idx])
+        dist_sum += err[0].sum((1, 2)).double().cpu()
+        ctx += context_counts(idx.numpy(), k)
+        n_vec += idx.shape[1] * idx.shape[2]
         if on_image:
             on_image(path)
     # int32 halves the weights' size; counts are clamped (they only shape probabilities).

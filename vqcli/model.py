@@ -109,10 +109,17 @@ class VQVAE(nn.Module):
     @torch.no_grad()
     def encode(self, images: torch.Tensor, n_stages: int | None = None) -> torch.Tensor:
         """images [B, 3, H, W] in [0, 1] -> indices [B, S, H/f, W/f] (int64)."""
+        return self.encode_with_error(images, n_stages)[0]
+
+    @torch.no_grad()
+    def encode_with_error(self, images: torch.Tensor, n_stages: int | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(indices [B, S, H/f, W/f], squared latent distance [B, S, H/f, W/f] of each stage's input
+        to its code): what the index statistics of a release are made of."""
         z = self._latent(images)
         b, d, h, w = z.shape
-        idx = self.quantizer.encode(z.permute(0, 2, 3, 1).reshape(-1, d).float(), n_stages)
-        return idx.reshape(b, h, w, -1).permute(0, 3, 1, 2).contiguous()
+        idx, err = self.quantizer.encode_with_error(z.permute(0, 2, 3, 1).reshape(-1, d).float(), n_stages)
+        return tuple(t.reshape(b, h, w, -1).permute(0, 3, 1, 2).contiguous() for t in (idx, err))
 
     def latent_from_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """indices [B, S', h, w] -> quantized latent [B, D, h, w] (sum over the given stages)."""

@@ -240,13 +240,24 @@ class ResidualVQ(nn.Module):
     @torch.no_grad()
     def encode(self, x: torch.Tensor, n_stages: int | None = None) -> torch.Tensor:
         """Indices [N, S'] for latent vectors x [N, D], greedily stage by stage."""
+        return self.encode_with_error(x, n_stages)[0]
+
+    @torch.no_grad()
+    def encode_with_error(self, x: torch.Tensor, n_stages: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(indices [N, S'], squared distance [N, S'] of each stage's input vector to its code,
+        i.e. of the residual the stage leaves), greedily stage by stage."""
         residual = x
-        out = []
+        out, err = [], []
         for layer in self.layers[: n_stages or self.n_stages]:
             idx = layer.encode(residual)
             residual = residual - layer.lookup(idx)
             out.append(idx)
-        return torch.stack(out, 1)
+            err.append(residual.pow(2).sum(-1))
+        return torch.stack(out, 1), torch.stack(err, 1)
+
+    def codebooks(self) -> list[torch.Tensor]:
+        """Each stage's codes [K, code_dim] as the nearest-code search sees them (l2-normalised if so)."""
+        return [layer._codes() for layer in self.layers]
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         """Sum of the stage vectors for indices [..., S'] (any prefix of the stages) -> [..., D]."""

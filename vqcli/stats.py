@@ -96,9 +96,24 @@ def file_histogram(indices: Any, codebook_size: int) -> np.ndarray:
 
 # -- sources ----------------------------------------------------------------------------------
 
-def histogram_over_images(weights, images: Path, device: str = "auto", limit: int | None = None,
-                          progress: bool = True) -> dict[str, np.ndarray]:
-    """Recompute histogram [S, K] and code distances [S] over a folder (rich progress on stderr)."""
+@dataclass
+class IndexCounts:
+    """Index counts to report on, and where they come from."""
+
+    histogram: np.ndarray  # [S, K] int64
+    code_distance: np.ndarray | None  # [S], mean squared distance of a stage's input to its code
+    source: str  # for titles
+    extra: dict[str, Any]  # for the JSON report
+
+
+def codebook_counts(weights, images: Path | None = None, limit: int | None = None,
+                    progress: bool = True) -> IndexCounts:
+    """The histogram stored in the weights (training images), or one recomputed over a folder of
+    images (its first `limit`; rich progress on stderr)."""
+    if images is None:
+        d = weights.stats.get("code_distance")
+        return IndexCounts(to_numpy(weights.stats["histogram"]).astype(np.int64), None if d is None else to_numpy(d),
+                           "histogram stored in the weights", {})
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -106,22 +121,28 @@ def histogram_over_images(weights, images: Path, device: str = "auto", limit: in
     from .indexstats import collect_index_stats
 
     files = images_in(images, limit)
-    console = Console(stderr=True)
     dev = next(weights.model.parameters()).device
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, disable=not progress, transient=True) as p:
+                  console=Console(stderr=True), disable=not progress, transient=True) as p:
         task = p.add_task("index statistics", total=len(files))
         st = collect_index_stats(weights.model, files, dev, on_image=lambda _: p.advance(task))
-    return {"histogram": to_numpy(st["histogram"]), "code_distance": to_numpy(st["code_distance"]),
-            "images": len(files)}
+    return IndexCounts(to_numpy(st["histogram"]).astype(np.int64), to_numpy(st["code_distance"]),
+                       f"{len(files)} images in {images}", {"images": len(files)})
 
 
-def file_indices(weights, path: Path):
-    """Index tensor [S', h, w] stored in a .vqz file (entropy-decoded by the codec, no pixels)."""
+def file_counts(weights, path: Path) -> IndexCounts:
+    """The counts of the indices stored in one .vqz file (entropy-decoded, no pixels)."""
     from . import codec
     from .fileio import read_file
 
-    return codec.unpack(weights, read_file(path), name=str(path))[1]
+    idx = codec.unpack(weights, read_file(path), name=str(path))[1]
+    return IndexCounts(file_histogram(idx, weights.config.codebook_size), None, str(path),
+                       {"file": str(path), "grid": list(idx.shape[1:]), "stored_stages": int(idx.shape[0])})
+
+
+def codebook_vectors(weights) -> list[np.ndarray]:
+    """Each stage's codes [K, code_dim] (float32), as the nearest-code search sees them."""
+    return [to_numpy(c.float()) for c in weights.model.quantizer.codebooks()]
 
 
 # -- terminal output ----------------------------------------------------------------------------
