@@ -361,3 +361,22 @@ def test_libtiff_messages_join_the_error_instead_of_stderr(capfd):
     with pytest.raises(VQError, match=r"z.tif: not a readable image \(.*ZIPDecode"):
         decode_image(bytes(data), "z.tif")
     assert capfd.readouterr().err == ""
+
+
+def test_pillow_log_messages_do_not_reach_stderr(tmp_path):
+    """Pillow logs 'More samples per pixel than can be decoded' with logger.error before it refuses
+    such a TIFF (found by tools/fuzz.py). In a real process (pytest installs logging handlers of its own)."""
+    buf = io.BytesIO()
+    Image.fromarray(make_image(8, 8)).save(buf, "TIFF")
+    data = bytearray(buf.getvalue())
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for i in range(struct.unpack_from("<H", data, ifd)[0]):
+        tag = ifd + 2 + 12 * i
+        if struct.unpack_from("<H", data, tag)[0] == 277:  # SamplesPerPixel
+            struct.pack_into("<I", data, tag + 8, 8196)
+    bad = tmp_path / "spp.tif"
+    bad.write_bytes(bytes(data))
+    r = subprocess.run(vq_cmd := [sys.executable, "-m", "vqcli", "compress", str(bad), "--weights", str(TINY)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1, (vq_cmd, r.stderr)
+    assert "spp.tif: not a readable image" in r.stderr and "More samples" not in r.stderr

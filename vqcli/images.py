@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,6 +14,11 @@ import numpy as np
 
 from .errors import VQError
 from .limits import MAX_PIXELS, check_size
+
+# Pillow logs some refusals (logger.error) before raising: without a handler, logging's last resort
+# prints them on stderr beside vq's one-line error. A NullHandler keeps them for applications that
+# configure logging and off the terminal otherwise.
+logging.getLogger("PIL").addHandler(logging.NullHandler())
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".avif"})
 IMAGE_FORMATS = "png, jpg, webp, tiff, bmp, avif"  # IMAGE_SUFFIXES in words, for messages and help
