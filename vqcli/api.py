@@ -31,7 +31,8 @@ ARRAY_MODES = {2: "L", 3: "RGB", 4: "RGBA"}  # channels ([H, W] is grey) -> Pill
 def load_model(weights: WeightsLike = None, device: str | None = None) -> Weights:
     """The model to use: a loaded Weights as given, else the file (default: the shipped weights)
     loaded onto `device` (default "auto"), cached per resolved path and device."""
-    from .weights import Weights, default_weights_path
+    from .weights import Weights
+    from .weightspath import default_weights_path
 
     if isinstance(weights, Weights):
         return weights
@@ -49,7 +50,7 @@ def _cached_model(path: str, device: str) -> Weights:
 def model_for(model_id: str, weights: WeightsLike = None, device: str | None = None, name: str = "<input>") -> Weights:
     """The model that decodes a file made by `model_id`: `weights` when given, else the weights of
     that id (vqcli.weights.find_weights: $VQ_WEIGHTS_PATH, then the shipped ones)."""
-    from .weights import find_weights
+    from .weightspath import find_weights
 
     return load_model(weights if weights is not None else find_weights(model_id, name), device)
 

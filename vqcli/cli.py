@@ -24,8 +24,28 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+def version_text() -> str:
+    """The version and the default model id (read from the weights' header: no torch)."""
+    from . import __version__
+    from .weightspath import default_weights_path, model_id_in_metadata
+
+    path = default_weights_path()
+    mid = model_id_in_metadata(path)
+    return f"vq {__version__}\ndefault model {mid} ({path})" if mid else \
+        f"vq {__version__}\ndefault model: none ({path} is missing or not weights)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version_text())
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[bool, typer.Option("--version", "-V", callback=_print_version, is_eager=True,
+                                          help="Print the version and the default model id, and exit.")] = False,
+) -> None:
     """Learned image compression with a VQ-VAE: train, compress, decompress, inspect."""
 
 
@@ -380,7 +400,7 @@ def main() -> None:
     """Console-script entry point."""
     _sigterm_as_interrupt()
     try:
-        app()
+        app(prog_name="vq")  # also under `python -m vqcli`: completion scripts and usage name `vq`
     except KeyboardInterrupt:
         typer.echo("vq: interrupted", err=True)
         sys.exit(130)

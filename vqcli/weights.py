@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,13 +26,20 @@ import torch
 from .config import ModelConfig
 from .errors import UsageError, VQError
 from .fileio import atomic_output, read_file
+from .weightspath import (  # noqa: F401  (re-exported: the lookup lives in the torch-free weightspath)
+    DEFAULT_WEIGHTS,
+    WEIGHTS_PATH_ENV,
+    default_weights_path,
+    find_weights,
+    model_id_in_metadata,
+    shipped_dir,
+    weights_search_path,
+)
 
 FORMAT = "vqcli-weights"
 FORMAT_VERSION = 1
 TRAINING_ONLY = ("ema_count", "ema_sum", "initialised")
 STATS_PREFIX = "stats."
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "default.safetensors"
-WEIGHTS_PATH_ENV = "VQ_WEIGHTS_PATH"
 
 
 @dataclass
@@ -61,50 +67,6 @@ class Weights:
 def rule_default_stages(total: int) -> int:
     """The default rate of weights that name none: ceil(0.6 * S) stages, a middle rate (2 of 3)."""
     return max(1, min(total, math.ceil(0.6 * total)))
-
-
-def shipped_dir() -> Path:
-    """The shipped weights' folder: inside the package when installed as a wheel (pyproject maps
-    weights/ to vqcli/shipped/), else the repository's weights/ (editable install, source checkout)."""
-    packaged = Path(__file__).resolve().parent / "shipped"
-    return packaged if (packaged / DEFAULT_WEIGHTS.name).exists() else DEFAULT_WEIGHTS.parent
-
-
-def default_weights_path() -> Path:
-    """The shipped default weights (the model `vq compress` uses without --weights)."""
-    return shipped_dir() / DEFAULT_WEIGHTS.name
-
-
-def weights_search_path() -> list[Path]:
-    """Folders searched for the weights a .vqz file names: $VQ_WEIGHTS_PATH (os.pathsep-separated,
-    for a user's own models) first, then the shipped weights, which keep every released model so
-    that old files keep decoding."""
-    extra = [Path(p) for p in os.environ.get(WEIGHTS_PATH_ENV, "").split(os.pathsep) if p]
-    return [*extra, shipped_dir()]
-
-
-def model_id_in_metadata(path: Path) -> str | None:
-    """The model id a weights file's header metadata records (reads the header only; no torch)."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            return (f.metadata() or {}).get("model_id")
-    except (SafetensorError, OSError, ValueError):
-        return None
-
-
-def find_weights(model_id: str, name: str = "<input>") -> Path:
-    """The weights file of a model id, looked up in weights_search_path(); a VQError naming the id
-    when none matches (`name`: the file that asks, for the message). The id in the header is
-    checked against the tensors when the weights load."""
-    folders = weights_search_path()
-    for folder in folders:
-        for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
-            if model_id_in_metadata(path) == model_id:
-                return path
-    raise VQError(f"{name}: made with model {model_id}, and no weights of that id were found "
-                  f"(searched {', '.join(map(str, folders))}; pass the weights file, or add its folder to {WEIGHTS_PATH_ENV})")
 
 
 def model_id_of(tensors: dict[str, torch.Tensor]) -> str:
