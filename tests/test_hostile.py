@@ -380,3 +380,13 @@ def test_pillow_log_messages_do_not_reach_stderr(tmp_path):
                        capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 1 and r.stderr.count("\n") == 1, (vq_cmd, r.stderr)
     assert "spp.tif: not a readable image" in r.stderr and "More samples" not in r.stderr
+
+
+def test_pillow_decompression_bomb_error_is_one_clean_error(monkeypatch):
+    """Pillow's own guard (raised in Image.open, before vq's check) still ends in one VQError."""
+    from PIL import Image as PILImage
+
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 100)
+    err, dt, peak = measured(lambda: decode_image(_png_with_size(40, 40, "RGB"), "b.png", max_pixels=500))
+    assert isinstance(err, VQError) and str(err).startswith("b.png: not a readable image (Image size (1600 pixels)")
+    assert "\n" not in str(err)
