@@ -100,6 +100,8 @@ def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Release weights to write.")] = Path("vq.safetensors"),
     val: Annotated[Optional[Path], typer.Option(help="Folder of validation images.")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Checkpoint to continue from.")] = None,
+    init: Annotated[Optional[Path], typer.Option(help="Release weights to start from (fine-tune: their model "
+                                                 "config is used, with a fresh optimizer and --warmup).")] = None,
     device: DeviceOpt = "auto",
     batch_size: Annotated[int, typer.Option(min=1)] = 16,
     crop: Annotated[int, typer.Option(min=16, help="Random crop size in pixels.")] = 128,
@@ -111,12 +113,19 @@ def train(
     val_every: Annotated[int, typer.Option(min=1)] = 1000,
     seed: int = 0,
     half: Annotated[bool, typer.Option(help="Store release weights in fp16.")] = True,
+    precision: Annotated[str, typer.Option(help="auto, bf16 or fp32: autocast of the conv network (auto: bf16 "
+                                           "where the device has it natively).")] = "auto",
+    cache: Annotated[bool, typer.Option(help="Keep the decoded training images in memory.")] = False,
 ) -> None:
     """Train a VQ-VAE on a folder of images and write release weights."""
     if preset not in PRESETS:
         raise fail(f"--preset {preset}: unknown preset (choose from {', '.join(PRESETS)})", 2)
     if not data.is_dir():
         raise fail(f"{data}: not a directory")
+    if precision not in ("auto", "bf16", "fp32"):
+        raise fail(f"--precision {precision}: expected auto, bf16 or fp32", 2)
+    if init is not None and resume is not None:
+        raise fail("--init and --resume: choose one (--resume restores a whole training state)", 2)
     from .config import TrainConfig
     from .fileio import check_output
     from .train import TrainingInterrupted
@@ -126,11 +135,12 @@ def train(
     total = steps if steps is not None else (0 if resume else 20000)
     tcfg = TrainConfig(steps=total, batch_size=batch_size, crop=crop, lr=lr, warmup=min(warmup, total),
                        msssim_weight=msssim_weight, val_every=val_every, ckpt_every=ckpt_every, seed=seed,
-                       workers=workers)
+                       workers=workers, precision=precision, cache=cache)
 
     def go() -> None:
         try:
-            run_train(data, out, PRESETS[preset], tcfg, val_dir=val, resume=resume, device=device, half=half)
+            run_train(data, out, PRESETS[preset], tcfg, val_dir=val, resume=resume, device=device, half=half,
+                      init=init)
         except TrainingInterrupted as e:
             typer.echo(f"vq: {e}", err=True)
             raise typer.Exit(130) from None

@@ -112,3 +112,8 @@ class TrainConfig:
     ckpt_every: int = 1000
     seed: int = 0
     workers: int = 2
+    precision: str = "auto"
+    """Autocast dtype of the conv network: "bf16", "fp32", or "auto" (bf16 on CUDA and on CPUs with
+    native bf16, measured ~2x faster per step there; the quantizer always runs in fp32)."""
+    cache: bool = False
+    """Keep every decoded training image in memory (uint8): no JPEG decode per crop."""

@@ -186,6 +186,29 @@ def validate(model: VQVAE, files: list[Path], device: torch.device, crop: int = 
             "usage": [round(u, 4) for u in used.float().mean(1).tolist()]}
 
 
+def use_bf16(precision: str, dev: torch.device) -> bool:
+    """Whether the conv network trains under bf16 autocast ("auto": on CUDA, and on CPUs with native
+    bf16 instructions, where tools/bench_train.py measured ~2x the fp32 step rate)."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise VQError(f"precision {precision!r}: expected auto, bf16 or fp32")
+    if precision == "auto":
+        return dev.type == "cuda" or bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return precision == "bf16"
+
+
+@torch.no_grad()
+def warm_start(model: VQVAE, weights, vectors_per_step: int) -> None:
+    """Copy release weights into a training model. Release files drop the EMA codebook state, so it
+    is rebuilt from the stored index histogram, as if each code had been assigned at its measured
+    rate for a while: otherwise every code would look dead and be restarted at the first step."""
+    model.load_state_dict(weights.model.state_dict())
+    for layer, hist in zip(model.quantizer.layers, weights.histogram.double()):
+        count = (hist / hist.sum().clamp(min=1) * vectors_per_step).float()
+        layer.ema_count.copy_(count)
+        layer.ema_sum.copy_(layer.codebook * count[:, None])
+        layer.initialised.fill_(True)
+
+
 class StopFlag:
     """SIGTERM (a scheduler's preemption, `kill`) and Ctrl-C set a flag that the loop reads
     between steps (checkpoint, then stop), so that no signal lands inside a step, between
@@ -246,9 +269,16 @@ def _reporter(total: int, start: int, enabled: bool):
 def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val_dir: Path | None = None,
           resume: Path | None = None, device: str = "auto", half: bool = True,
           progress: bool = True, log_every: int = 50, val_images: int = 8,
-          on_step: Callable[[int], None] | None = None) -> TrainResult:
-    """Train (or resume) and write release weights to `out` (rank 0)."""
-    from .weights import resolve_device
+          on_step: Callable[[int], None] | None = None, init: Path | None = None) -> TrainResult:
+    """Train (or resume) and write release weights to `out` (rank 0).
+
+    init: release weights to start from (fine-tuning: their config replaces `cfg`, the optimizer
+    starts fresh with tcfg's warm-up); not with resume, which restores a whole training state.
+    """
+    from .weights import load_weights, resolve_device
+
+    if init is not None and resume is not None:
+        raise VQError("start from weights or resume a checkpoint, not both")
 
     dev = resolve_device(device)
     if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
@@ -263,6 +293,9 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
         cfg, old_t, r_tensors, r_meta = load_checkpoint(resume)
         tcfg = TrainConfig(**{**asdict(old_t), "steps": tcfg.steps or old_t.steps})
         resumed = (r_tensors, r_meta)
+    start = load_weights(init, "cpu") if init is not None else None
+    if start is not None:
+        cfg = start.config
     files = usable_images(data_dir)
     val_files = usable_images(val_dir)[:val_images] if val_dir else []
 
@@ -274,13 +307,16 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
     state = TrainState()
     if resumed:
         state = restore(model, opt, *resumed)
+    elif start is not None:
+        warm_start(model, start, tcfg.batch_size * world * (tcfg.crop // cfg.downsample) ** 2)
+        state.history.append({"init": start.model_id})
     net: torch.nn.Module = model
     if world > 1:
         # The quantizer keeps its buffers in sync itself; DDP must not overwrite them from rank 0.
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)
 
-    ds = CropDataset(files, tcfg.crop, tcfg.seed, rank)
+    ds = CropDataset(files, tcfg.crop, tcfg.seed, rank, cache=tcfg.cache)
     loader = DataLoader(ds, batch_sampler=StepSampler(tcfg.batch_size, state.step, tcfg.steps),
                         num_workers=tcfg.workers, pin_memory=dev.type == "cuda",
                         persistent_workers=False, prefetch_factor=4 if tcfg.workers else None,
@@ -306,7 +342,7 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
         used = torch.tensor(state.window.pop("used"), dtype=torch.bool)
         acc = state.window
     t_last, n_last = time.time(), 0
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16(tcfg.precision, dev))
     model.train()
     step = state.step
     t_start = time.time() - state.seconds
@@ -419,6 +455,7 @@ def finalize(model: VQVAE, cfg: ModelConfig, tcfg: TrainConfig, state: TrainStat
         "last": state.history[-1] if state.history else {},
         "val": next((h["val"] for h in reversed(state.history) if "val" in h), None),
         "used_codes_train": (hist > 0).sum(1).tolist(),
+        "init": next((h["init"] for h in state.history if "init" in h), None),
     }
     mid = save_weights(out, release, cfg, stats, summary, half=half)
     console.print(f"wrote {out} (model id {mid}); codes used on train per stage: {summary['used_codes_train']}")
