@@ -184,11 +184,12 @@ class EntropyModel:
                 for i in range(0, flat.size, BLOCK):
                     probs = self._probs(stage, ctx[i:i + BLOCK])
                     flat[i:i + BLOCK] = coder.decode(family, probs)
-            surplus = not coder.is_empty()  # a valid stream ends exactly in the coder's start state
+            unfinished = not coder.is_empty()  # a valid stream ends exactly in the coder's start state
         except (ValueError, RuntimeError, AssertionError) as e:
             raise VQError(f"{name}: corrupt stage {stage + 1} chunk ({e})") from None
-        if surplus:
-            raise VQError(f"{name}: corrupt stage {stage + 1} chunk (data left after its {h * w} indices)")
+        if unfinished:
+            raise VQError(f"{name}: corrupt stage {stage + 1} chunk (its stream does not end with its {h * w} "
+                          f"indices: surplus or missing words)")
         return out
 
     def encode_stages(self, indices: np.ndarray) -> list[bytes]:
