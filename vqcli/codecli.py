@@ -237,16 +237,22 @@ def compress_runner(weights_path: Path | None, device: str, rate: dict, force: b
 
 
 # -- decompress ---------------------------------------------------------------------------------
-def encode_output(dec, dst: str, name: str) -> tuple[bytes, str | None]:
-    """The decoded image in the format its extension names (PNG for stdout); returns a note
-    when the format cannot hold everything (alpha in JPEG or BMP)."""
-    import io
-
+def output_format(dst: str) -> str:
+    """The Pillow format an output's extension names (PNG for stdout), or a UsageError."""
     suffix = ".png" if dst == STDIO else Path(dst).suffix.lower()
     fmt = OUTPUT_FORMATS.get(suffix)
     if fmt is None:
         raise UsageError(f"{dst}: unsupported output format {suffix or '(no extension)'} "
                          f"(use {', '.join(sorted(OUTPUT_FORMATS))})")
+    return fmt
+
+
+def encode_output(dec, dst: str) -> tuple[bytes, str | None]:
+    """The decoded image in the format its extension names (PNG for stdout); returns a note
+    when the format cannot hold everything (alpha in JPEG or BMP)."""
+    import io
+
+    fmt = output_format(dst)
     im, note = dec.to_pil(), None
     opts: dict[str, Any] = {}
     if fmt in ("JPEG", "BMP") and im.mode in ("RGBA", "LA"):
@@ -276,9 +282,7 @@ def run_decompress(inputs: list[str], output: str | None, weights_path: Path | N
         if j.dst == STDIO and as_json:
             raise UsageError("--json cannot be used while the image goes to stdout")
         _refuse_tty(j.dst)
-        if j.dst != STDIO and Path(j.dst).suffix.lower() not in OUTPUT_FORMATS:
-            raise UsageError(f"{j.dst}: unsupported output format {Path(j.dst).suffix or '(no extension)'} "
-                             f"(use {', '.join(sorted(OUTPUT_FORMATS))})")
+        output_format(j.dst)
     make_one = functools.partial(decompress_runner, weights_path, device, stages, force, max_pixels)
     results, failed = run_jobs(jobs, batch, make_one, n_jobs)
 
@@ -321,7 +325,7 @@ def _decompress_one(weights, job: Job, stages: int | None, force: bool,
     header = vqz.read_header(data, name)
     check_size(header.width, header.height, name, max_pixels)  # before the model loads
     dec = decompress(weights(header.model_id, name), data, stages, name, max_pixels)
-    payload, note = encode_output(dec, job.dst, name)
+    payload, note = encode_output(dec, job.dst)
     _write_output(job.dst, payload, force)
     h = dec.header
     err = _console()
