@@ -43,13 +43,14 @@ def weights(tiny_weights: Path):
 
 @pytest.fixture(scope="module")
 def static_weights(tiny_weights: Path, tmp_path_factory) -> Path:
-    """The tiny weights without the context statistics (an older weights file)."""
+    """The tiny weights without the context and spatial statistics (an older weights file)."""
     from safetensors.torch import load, save
 
     data = tiny_weights.read_bytes()
     tensors = load(data)
     meta = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["__metadata__"]
-    del tensors["stats.context"]
+    for name in ("context", "context_up", "context_left", "context_experts"):
+        del tensors[f"stats.{name}"]
     meta["model_id"] = model_id_of(tensors)
     out = tmp_path_factory.mktemp("w") / "static.safetensors"
     out.write_bytes(save(tensors, metadata=meta))
@@ -92,7 +93,7 @@ def test_round_trip_indices_and_crop(weights):
     assert dec.rgb.shape == (45, 70, 3) and dec.alpha is None
     assert np.array_equal(dec.indices, idx.numpy())
     assert np.array_equal(dec.rgb, decode_indices(weights, idx, 70, 45))
-    assert dec.header.padding == (3, 2) and dec.header.entropy == "context"
+    assert dec.header.padding == (3, 2) and dec.header.entropy == "spatial"  # the strongest the weights carry
 
 
 def test_default_stages_rule():
@@ -132,14 +133,14 @@ def test_context_model_uses_fewer_bits_than_static_on_train_like_data(weights):
     # Not a quality claim about the tiny model, only that both models code and are compared.
     rgb = make_image(64, 96, 0)
     idx = encode_indices(weights, rgb).numpy()
-    for kind in ("static", "context"):
+    for kind in ("static", "context", "spatial"):
         em = entropy_model(weights, kind)
         for s in range(3):
             prev = idx[s - 1] if s else None
             assert np.array_equal(em.decode_stage(s, em.encode_stage(s, idx[s], prev), idx[s].shape, prev), idx[s])
 
 
-@pytest.mark.parametrize("kind", ["static", "context"])
+@pytest.mark.parametrize("kind", ["static", "context", "spatial"])
 def test_coded_size_within_one_percent_of_ideal(weights, kind):
     em = entropy_model(weights, kind)
     rng = np.random.default_rng(0)

@@ -17,10 +17,17 @@ Two models, named in each file's header:
   fewer bits than the static prior (stage 1 gains most: 5.6 vs 7.4 bits per index); coded size
   within 0.1% of the ideal -sum log2 p.
   Weights without ``stats.context`` only offer the static model.
+- ``spatial``: each index is conditioned on several known codes at once, a product of experts
+  in integer arithmetic (see SpatialModel): the previous stage's code at the same position
+  (stage >= 1), and the same stage's codes one up and one to the left. Which experts a stage uses
+  is stored with the weights (``stats.context_experts``, a bit mask per stage); decoding runs
+  along anti-diagonals, on which every up and left neighbour is already known, so each diagonal
+  is one vectorised coder call. Needs ``stats.context_up`` and ``stats.context_left``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -32,6 +39,12 @@ from .errors import VQError
 PSEUDO = 128  # prior strength of the static table in each context row, in pseudo-counts (tools/measure_entropy.py)
 BLOCK = 4096  # symbols per constriction call (bounds the float64 [n, K] probability array)
 CONTEXT_STAT = "context"
+UP_STAT, LEFT_STAT, EXPERTS_STAT = "context_up", "context_left", "context_experts"
+PREV, UP, LEFT = 1, 2, 4  # expert bits of stats.context_experts
+DEFAULT_EXPERTS = (UP | LEFT, PREV | UP | LEFT, PREV | LEFT)
+"""Experts of stages 1, 2, 3 (later stages: PREV): measured with the shipped model on val, a
+neighbour saves 0.1-0.6 bits per index in the first three stages and under 0.05 bits after, where
+its decode-time cost is not worth it (see the issue-11 note)."""
 # ANS bits a stream can hold beyond its words' worth of -log2 p: what the coder's 64-bit state
 # absorbs before it emits a word (see EntropyModel.min_payload_bits).
 STATE_BITS = 64
@@ -172,18 +185,7 @@ class EntropyModel:
         try:
             coder = constriction.stream.stack.AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
             out = np.empty((h, w), dtype=np.int64)
-            if self.context is not None and stage == 0:
-                # The up-neighbour context of a row is the row before it: decode row by row.
-                for r in range(h):
-                    ctx = out[r - 1] if r else np.full(w, -1, dtype=np.int64)
-                    probs = self._probs(0, ctx)
-                    out[r] = coder.decode(family, probs)
-            else:
-                ctx = self._contexts(stage, out, prev).ravel()
-                flat = out.reshape(-1)
-                for i in range(0, flat.size, BLOCK):
-                    probs = self._probs(stage, ctx[i:i + BLOCK])
-                    flat[i:i + BLOCK] = coder.decode(family, probs)
+            self._decode_symbols(stage, coder, family, out, prev)
             unfinished = not coder.is_empty()  # a valid stream ends exactly in the coder's start state
         except (ValueError, RuntimeError, AssertionError) as e:
             raise VQError(f"{name}: corrupt stage {stage + 1} chunk ({e})") from None
@@ -191,6 +193,20 @@ class EntropyModel:
             raise VQError(f"{name}: corrupt stage {stage + 1} chunk (its stream does not end with its {h * w} "
                           f"indices: surplus or missing words)")
         return out
+
+    def _decode_symbols(self, stage: int, coder, family, out: np.ndarray, prev: np.ndarray | None) -> None:
+        """Decode the stage's indices into out [h, w], in the order encode_stage coded them."""
+        h, w = out.shape
+        if self.context is not None and stage == 0:
+            # The up-neighbour context of a row is the row before it: decode row by row.
+            for r in range(h):
+                ctx = out[r - 1] if r else np.full(w, -1, dtype=np.int64)
+                out[r] = coder.decode(family, self._probs(0, ctx))
+            return
+        ctx = self._contexts(stage, out, prev).ravel()
+        flat = out.reshape(-1)
+        for i in range(0, flat.size, BLOCK):
+            flat[i:i + BLOCK] = coder.decode(family, self._probs(stage, ctx[i:i + BLOCK]))
 
     def encode_stages(self, indices: np.ndarray) -> list[bytes]:
         """Payload of every stage of indices [s, h, w], each meeting min_payload_bits.
@@ -217,6 +233,131 @@ class EntropyModel:
         return out
 
 
+@dataclass
+class SpatialModel(EntropyModel):
+    """The ``spatial`` model: per stage, the table of a symbol is the normalised product of the
+    tables of its active experts (each a [K, K] table indexed by a known code), divided by the
+    static table once per extra expert: p(b | a, u, l) ~ p(b | a) p(b | u) p(b | l) / p(b)^2,
+    the naive-Bayes combination. Integer arithmetic only: products and floor divisions of
+    integer frequencies, a per-row shift, then normalisation to `total` with the remainder on
+    the most probable code. The most probable code's weight is capped at the others' sum
+    (p <= ~1/2), so every index costs at least ~1 bit: that bounds how many indices a short
+    payload can hold (check_payload), as for the other models."""
+
+    up: np.ndarray | None = None  # [S, K, K] tables given the code one row up (same stage)
+    left: np.ndarray | None = None  # [S, K, K] tables given the code to the left (same stage)
+    experts: tuple[int, ...] = ()  # bit mask of PREV | UP | LEFT per stage
+
+    @property
+    def kind(self) -> str:
+        return "spatial"
+
+    def _experts(self, stage: int) -> int:
+        mask = self.experts[stage] if stage < len(self.experts) else PREV
+        return mask & ~PREV if stage == 0 else mask
+
+    def _tables(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(table [K, K], context code per position [h, w], -1 for none) of each active expert."""
+        mask, h, w = self._experts(stage), *grid.shape
+        out = []
+        if mask & PREV:
+            out.append((self.context[stage], prev.astype(np.int64)))
+        if mask & UP:
+            up = np.full((h, w), -1, dtype=np.int64)
+            up[1:] = grid[:-1]
+            out.append((self.up[stage], up))
+        if mask & LEFT:
+            left = np.full((h, w), -1, dtype=np.int64)
+            left[:, 1:] = grid[:, :-1]
+            out.append((self.left[stage], left))
+        return out
+
+    def _product(self, stage: int, experts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """Integer frequencies [n, K] summing to total from each expert's (table, contexts [n])."""
+        fs = self.static[stage]
+        n, k = experts[0][1].shape[0], self.codebook
+        f = np.broadcast_to(fs, (n, k)).astype(np.int64)
+        for table, ctx in experts:  # each step stays below 2^48: fine in int64
+            rows = np.where((ctx < 0)[:, None], fs[None], table[np.maximum(ctx, 0)])
+            f = np.maximum(f * rows // fs[None], 1)
+        rows_n = np.arange(n)
+        top = f.argmax(1)
+        rest = f.sum(1) - f[rows_n, top]
+        f[rows_n, top] = np.minimum(f[rows_n, top], rest)
+        # Per-row shift to < 2^40 so that f * total fits in int64 (frexp is exact below 2^53).
+        shift = np.maximum(np.frexp(f.max(1).astype(np.float64))[1] - 40, 0)
+        f = np.maximum(f >> shift[:, None], 1)
+        f = 1 + f * (self.total - k) // f.sum(1, keepdims=True)
+        f[rows_n, f.argmax(1)] += self.total - f.sum(1)
+        return f
+
+    def _neighbours(self, stage: int) -> bool:
+        """Whether the stage uses a neighbour expert; a stage without codes as the context model."""
+        return bool(self._experts(stage) & (UP | LEFT))
+
+    def _stage_freqs(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
+        """Frequencies [h*w, K] of every position, raster order (all contexts known: encoder side)."""
+        return self._product(stage, [(t, c.ravel()) for t, c in self._tables(stage, grid, prev)])
+
+    def ideal_bits(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> float:
+        if not self._neighbours(stage):
+            return super().ideal_bits(stage, grid, prev)
+        f = self._stage_freqs(stage, grid, prev)
+        p = np.take_along_axis(f, grid.reshape(-1, 1).astype(np.int64), 1)[:, 0]
+        return float(-np.log2(p / self.total).sum())
+
+    def min_symbol_bits(self, stage: int) -> float:
+        if not self._neighbours(stage):
+            return super().min_symbol_bits(stage)
+        # The cap leaves the top code at most half the weight before normalisation; rounding adds
+        # at most K units, and a count of slack covers constriction's fixed-point rounding.
+        return -math.log2(min(1.0, (self.total // 2 + self.codebook + 2) / self.total))
+
+    def encode_stage(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> bytes:
+        import constriction
+
+        if not self._neighbours(stage):
+            return super().encode_stage(stage, grid, prev)
+        order = _diagonal_order(*grid.shape)
+        f = self._stage_freqs(stage, grid, prev)[order]
+        sym = grid.ravel()[order].astype(np.int32)
+        family = constriction.stream.model.Categorical(perfect=False)
+        coder = constriction.stream.stack.AnsCoder()
+        for i in reversed(range(0, sym.size, BLOCK)):
+            coder.encode_reverse(sym[i:i + BLOCK], family, np.ascontiguousarray(f[i:i + BLOCK], np.float64) / self.total)
+        return coder.get_compressed().astype("<u4").tobytes()
+
+    def _decode_symbols(self, stage: int, coder, family, out: np.ndarray, prev: np.ndarray | None) -> None:
+        if not self._neighbours(stage):
+            return super()._decode_symbols(stage, coder, family, out, prev)
+        h, w = out.shape
+        out.fill(-1)
+        padded = np.full((h + 1, w + 1), -1, dtype=np.int64)  # row 0 and column 0: "no neighbour"
+        mask = self._experts(stage)
+        for d in range(h + w - 1):
+            ys = np.arange(max(0, d - w + 1), min(h, d + 1))
+            xs = d - ys
+            experts = []
+            if mask & PREV:
+                experts.append((self.context[stage], prev[ys, xs].astype(np.int64)))
+            if mask & UP:
+                experts.append((self.up[stage], padded[ys, xs + 1]))
+            if mask & LEFT:
+                experts.append((self.left[stage], padded[ys + 1, xs]))
+            probs = self._product(stage, experts).astype(np.float64) / self.total
+            sym = coder.decode(family, probs)
+            out[ys, xs] = sym
+            padded[ys + 1, xs + 1] = sym
+
+
+@functools.cache
+def _diagonal_order(h: int, w: int) -> np.ndarray:
+    """Raster indices of an [h, w] grid in decoding order: anti-diagonals y + x = 0, 1, ..., each
+    top to bottom (every position's up and left neighbours come on an earlier diagonal)."""
+    y, x = np.mgrid[:h, :w]
+    return np.lexsort((y.ravel(), (y + x).ravel()))
+
+
 def static_tables(histogram: np.ndarray) -> np.ndarray:
     """[S, K] integer tables from per-stage index counts (every code non-zero)."""
     hist = np.asarray(histogram, dtype=np.int64)
@@ -233,22 +374,50 @@ def context_tables(counts: np.ndarray, static: np.ndarray, pseudo: int = PSEUDO)
 def build_model(stats: dict, kind: str = "auto", pseudo: int = PSEUDO) -> EntropyModel:
     """The entropy model for weights' statistics (tensors or arrays).
 
-    kind "auto" takes the context model when the weights carry its counts, "static" forces the
-    static prior, "context" requires the counts.
+    kind "auto" takes the strongest model the weights carry the counts of (spatial, context,
+    static); "static", "context" and "spatial" ask for one (an error naming what is missing).
     """
     hist = to_numpy(stats["histogram"])
     static = static_tables(hist)
     total = table_total(hist.shape[1])
-    counts = stats.get(CONTEXT_STAT)
-    if kind == "static" or (kind == "auto" and counts is None):
+    if kind == "auto":
+        spatial = all(n in stats for n in (CONTEXT_STAT, UP_STAT, LEFT_STAT, EXPERTS_STAT))
+        kind = "spatial" if spatial else "context" if CONTEXT_STAT in stats else "static"
+    if kind == "static":
         return EntropyModel(static, None, total)
-    if counts is None:
-        raise VQError("the file uses the context entropy model but the weights carry no context statistics")
-    counts = to_numpy(counts)
-    if counts.shape != (hist.shape[0], hist.shape[1], hist.shape[1]):
-        raise VQError(f"weights' stats.{CONTEXT_STAT} has shape {counts.shape}, expected "
-                      f"{(hist.shape[0], hist.shape[1], hist.shape[1])}")
-    return EntropyModel(static, context_tables(counts, static, pseudo), total)
+    s, k = hist.shape
+
+    def tables(name: str) -> np.ndarray:
+        counts = stats.get(name)
+        if counts is None:
+            raise VQError(f"the file uses the {kind} entropy model but the weights carry no stats.{name}")
+        counts = to_numpy(counts)
+        if counts.shape != (s, k, k):
+            raise VQError(f"weights' stats.{name} has shape {counts.shape}, expected {(s, k, k)}")
+        return context_tables(counts, static, pseudo)
+
+    if kind == "context":
+        return EntropyModel(static, tables(CONTEXT_STAT), total)
+    experts = stats.get(EXPERTS_STAT)
+    if experts is None or to_numpy(experts).shape != (s,) or not ((to_numpy(experts) & ~7) == 0).all():
+        raise VQError(f"the file uses the spatial entropy model but the weights' stats.{EXPERTS_STAT} is missing or "
+                      f"not [{s}] masks")
+    return SpatialModel(static, tables(CONTEXT_STAT), total, tables(UP_STAT), tables(LEFT_STAT),
+                        tuple(int(m) for m in to_numpy(experts)))
+
+
+def default_experts(stages: int) -> np.ndarray:
+    """The spatial model's expert masks [S] for weights whose statistics are collected now."""
+    return np.array([DEFAULT_EXPERTS[s] if s < len(DEFAULT_EXPERTS) else PREV for s in range(stages)], dtype=np.int32)
+
+
+def neighbour_counts(indices: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Counts [S, K, K] of code b below code a (up) and right of code a (left), every stage, of one
+    image's indices [S, h, w]: the spatial model's UP and LEFT experts."""
+    idx = np.asarray(indices, dtype=np.int64)
+    up = np.stack([np.bincount(g[:-1].ravel() * k + g[1:].ravel(), minlength=k * k) for g in idx])
+    left = np.stack([np.bincount(g[:, :-1].ravel() * k + g[:, 1:].ravel(), minlength=k * k) for g in idx])
+    return up.reshape(-1, k, k), left.reshape(-1, k, k)
 
 
 def context_counts(indices: np.ndarray, k: int) -> np.ndarray:

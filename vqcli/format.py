@@ -6,7 +6,7 @@ No torch import, so `vq info` is instant. All integers are little-endian.
         magic        8   b"\\x89VQZ\\r\\n\\x1a\\n" (PNG-style: catches text-mode mangling)
         version      u8  FORMAT_VERSION
         mode         u8  0 RGB, 1 RGBA, 2 L (grey), 3 LA  (alpha modes carry an alpha chunk)
-        entropy      u8  entropy model of the stage chunks (0 static prior, 1 context model)
+        entropy      u8  entropy model of the stage chunks (0 static prior, 1 context model, 2 spatial)
         factor       u8  model downsampling factor f
         model_stages u8  S of the model
         stages       u8  stage chunks stored (1..S)
@@ -36,7 +36,7 @@ from .limits import MAX_SIDE
 MAGIC = b"\x89VQZ\r\n\x1a\n"
 FORMAT_VERSION = 1
 MODES = ("RGB", "RGBA", "L", "LA")
-ENTROPY_MODELS = ("static", "context")
+ENTROPY_MODELS = ("static", "context", "spatial")
 MAX_STAGES = 255
 MAX_CODEBOOK = 65535
 

@@ -1,0 +1,133 @@
+"""The spatial entropy model: integer product-of-experts tables, diagonal decoding, bounds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_image
+from test_hostile import crafted, measured
+
+from vqcli import format as vqz
+from vqcli.codec import compress, decompress, encode_indices, entropy_model
+from vqcli.entropy import (
+    CONTEXT_STAT,
+    EXPERTS_STAT,
+    LEFT,
+    LEFT_STAT,
+    PREV,
+    UP,
+    UP_STAT,
+    SpatialModel,
+    build_model,
+    context_counts,
+    neighbour_counts,
+)
+from vqcli.errors import VQError
+from vqcli.images import LoadedImage
+from vqcli.weights import load_weights
+
+K, S = 16, 3
+
+
+def _grids(rng: np.random.Generator, n: int, h: int = 12, w: int = 20) -> list[np.ndarray]:
+    """Index grids [S, h, w] with horizontal runs (a left neighbour predicts well) and stages
+    that follow the previous one (a previous-stage code predicts well)."""
+    out = []
+    for _ in range(n):
+        g = np.empty((S, h, w), dtype=np.int64)
+        base = rng.integers(0, K, (h, 1)).repeat(w, 1)
+        flip = rng.random((h, w)) < 0.15
+        g[0] = np.where(flip, rng.integers(0, K, (h, w)), base)
+        for s in range(1, S):
+            g[s] = np.where(rng.random((h, w)) < 0.3, rng.integers(0, K, (h, w)), (g[s - 1] * 3 + s) % K)
+        out.append(g)
+    return out
+
+
+def _stats(grids: list[np.ndarray], experts: tuple[int, ...]) -> dict:
+    hist = np.stack([np.bincount(np.concatenate([g[s].ravel() for g in grids]), minlength=K) for s in range(S)])
+    up = sum(neighbour_counts(g, K)[0] for g in grids)
+    left = sum(neighbour_counts(g, K)[1] for g in grids)
+    return {"histogram": hist, CONTEXT_STAT: sum(context_counts(g, K) for g in grids), UP_STAT: up,
+            LEFT_STAT: left, EXPERTS_STAT: np.array(experts, dtype=np.int32)}
+
+
+def test_round_trip_every_expert_set_and_shape():
+    rng = np.random.default_rng(0)
+    grids = _grids(rng, 20)
+    for experts in [(UP, PREV | UP, PREV | LEFT), (UP | LEFT, PREV | UP | LEFT, LEFT), (0, PREV, UP | LEFT)]:
+        em = build_model(_stats(grids, experts))
+        assert isinstance(em, SpatialModel) and em.kind == "spatial"
+        for h, w in [(12, 20), (1, 9), (9, 1), (1, 1), (7, 30)]:
+            g = _grids(rng, 1, h, w)[0]
+            for s in range(S):
+                prev = g[s - 1] if s else None
+                payload = em.encode_stage(s, g[s], prev)
+                assert np.array_equal(em.decode_stage(s, payload, (h, w), prev), g[s]), (experts, h, w, s)
+
+
+def test_product_tables_are_integer_normalised_and_capped():
+    em = build_model(_stats(_grids(np.random.default_rng(1), 20), (UP | LEFT, PREV | UP | LEFT, PREV)))
+    g = _grids(np.random.default_rng(2), 1)[0]
+    for s in range(2):  # the stages with a neighbour expert
+        f = em._stage_freqs(s, g[s], g[s - 1] if s else None)
+        assert f.dtype == np.int64 and (f >= 1).all() and (f.sum(1) == em.total).all()
+        # The cap: no code gets more than about half the mass, so each index costs >= ~1 bit.
+        assert f.max() <= em.total // 2 + em.codebook + 1
+        assert em.min_symbol_bits(s) > 0.9
+
+
+def test_spatial_saves_bits_where_neighbours_predict():
+    rng = np.random.default_rng(3)
+    train, test = _grids(rng, 40), _grids(rng, 5)
+    # Stage 1 has runs along rows: up + left beat the context model's up alone. Later stages
+    # follow the previous stage only: there the spatial model keeps PREV and codes alike.
+    stats = _stats(train, (UP | LEFT, PREV, PREV))
+    spatial, context = build_model(stats, "spatial"), build_model(stats, "context")
+    for s in range(S):
+        bits = {m.kind: sum(m.ideal_bits(s, g[s], g[s - 1] if s else None) for g in test) for m in (spatial, context)}
+        if s == 0:
+            assert bits["spatial"] < 0.9 * bits["context"], (s, bits)
+        else:
+            assert bits["spatial"] == pytest.approx(bits["context"]), (s, bits)
+
+
+def test_build_model_names_what_is_missing():
+    stats = _stats(_grids(np.random.default_rng(4), 3), (UP, UP, UP))
+    assert build_model(stats).kind == "spatial"
+    assert build_model({k: v for k, v in stats.items() if k != EXPERTS_STAT}).kind == "context"
+    with pytest.raises(VQError, match="context_experts"):
+        build_model({k: v for k, v in stats.items() if k != EXPERTS_STAT}, "spatial")
+    with pytest.raises(VQError, match="context_left"):
+        build_model({k: v for k, v in stats.items() if k != LEFT_STAT}, "spatial")
+    with pytest.raises(VQError, match="masks"):
+        build_model({**stats, EXPERTS_STAT: np.array([8, 0, 0], dtype=np.int32)}, "spatial")
+
+
+def test_files_are_identical_and_decode_identically_across_thread_counts(tiny_weights):
+    w = load_weights(tiny_weights)
+    assert entropy_model(w).kind == "spatial"  # vq train collects the spatial counts
+    img = LoadedImage(make_image(72, 88, 9), None, "RGB")
+    threads = torch.get_num_threads()
+    try:
+        out = {}
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            data = compress(w, img, stages=3).data
+            dec = decompress(w, data)
+            out[n] = (data, dec.indices, dec.rgb)
+    finally:
+        torch.set_num_threads(threads)
+    assert out[1][0] == out[2][0] and vqz.read(out[1][0]).header.entropy == "spatial"
+    assert np.array_equal(out[1][1], out[2][1]) and np.array_equal(out[1][2], out[2][2])
+    assert np.array_equal(out[1][1], encode_indices(w, img.rgb).numpy())
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x01\0\0\0", b"\xff\xff\xff\xff"])
+def test_52_byte_40_megapixel_spatial_file_is_refused_quickly(tiny_weights, payload):
+    w = load_weights(tiny_weights)
+    data = crafted(w, 4096, 10000, payload, "spatial")
+    err, dt, peak = measured(lambda: decompress(w, data, name="bomb.vqz"))
+    assert isinstance(err, VQError) and "bomb.vqz: corrupt stage 1 chunk" in str(err), err
+    assert dt < 1.0 and peak < 300e6, (dt, peak)
