@@ -41,6 +41,8 @@ BLOCK = 4096  # symbols per constriction call (bounds the float64 [n, K] probabi
 CONTEXT_STAT = "context"
 UP_STAT, LEFT_STAT, EXPERTS_STAT = "context_up", "context_left", "context_experts"
 PREV, UP, LEFT = 1, 2, 4  # expert bits of stats.context_experts
+RATIO_BITS = 16  # fixed point of the spatial model's ratio tables
+ONE = 1 << RATIO_BITS
 DEFAULT_EXPERTS = (UP | LEFT, PREV | UP | LEFT, PREV | LEFT)
 """Experts of stages 1, 2, 3 (later stages: PREV): measured with the shipped model on val, a
 neighbour saves 0.1-0.6 bits per index in the first three stages and under 0.05 bits after, where
@@ -238,8 +240,8 @@ class SpatialModel(EntropyModel):
     """The ``spatial`` model: per stage, the table of a symbol is the normalised product of the
     tables of its active experts (each a [K, K] table indexed by a known code), divided by the
     static table once per extra expert: p(b | a, u, l) ~ p(b | a) p(b | u) p(b | l) / p(b)^2,
-    the naive-Bayes combination. Integer arithmetic only: products and floor divisions of
-    integer frequencies, a per-row shift, then normalisation to `total` with the remainder on
+    the naive-Bayes combination. Integer arithmetic only: products and shifts of integer
+    frequencies and fixed-point ratios, then normalisation to `total` with the remainder on
     the most probable code. The most probable code's weight is capped at the others' sum
     (p <= ~1/2), so every index costs at least ~1 bit: that bounds how many indices a short
     payload can hold (check_payload), as for the other models."""
@@ -247,6 +249,11 @@ class SpatialModel(EntropyModel):
     up: np.ndarray | None = None  # [S, K, K] tables given the code one row up (same stage)
     left: np.ndarray | None = None  # [S, K, K] tables given the code to the left (same stage)
     experts: tuple[int, ...] = ()  # bit mask of PREV | UP | LEFT per stage
+
+    def __post_init__(self) -> None:
+        # table / static in RATIO_BITS fixed point (<= 2^32): built once, integer division.
+        self._up_ratio = (self.up << RATIO_BITS) // self.static[:, None, :]
+        self._left_ratio = (self.left << RATIO_BITS) // self.static[:, None, :]
 
     @property
     def kind(self) -> str:
@@ -256,39 +263,49 @@ class SpatialModel(EntropyModel):
         mask = self.experts[stage] if stage < len(self.experts) else PREV
         return mask & ~PREV if stage == 0 else mask
 
-    def _tables(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(table [K, K], context code per position [h, w], -1 for none) of each active expert."""
+    def _tables(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> list[tuple]:
+        """(table [K, K], ratio table [K, K] or None, context code per position [h, w], -1 for none)
+        of each active expert, in the fixed order PREV, UP, LEFT."""
         mask, h, w = self._experts(stage), *grid.shape
         out = []
         if mask & PREV:
-            out.append((self.context[stage], prev.astype(np.int64)))
+            out.append((self.context[stage], None, prev.astype(np.int64)))
         if mask & UP:
             up = np.full((h, w), -1, dtype=np.int64)
             up[1:] = grid[:-1]
-            out.append((self.up[stage], up))
+            out.append((self.up[stage], self._up_ratio[stage], up))
         if mask & LEFT:
             left = np.full((h, w), -1, dtype=np.int64)
             left[:, 1:] = grid[:, :-1]
-            out.append((self.left[stage], left))
+            out.append((self.left[stage], self._left_ratio[stage], left))
         return out
 
-    def _product(self, stage: int, experts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-        """Integer frequencies [n, K] summing to total from each expert's (table, contexts [n])."""
+    def _product(self, stage: int, experts: list[tuple]) -> np.ndarray:
+        """Integer frequencies [n, K] summing to total from each expert's (table, ratio table,
+        contexts [n]).
+
+        The first expert contributes its table, each further one its table divided by the static
+        table (the ratio tables, precomputed in 16-bit fixed point, so that the per-symbol work is
+        multiplications and shifts, not divisions); a missing context contributes the static
+        table, or a ratio of one."""
         fs = self.static[stage]
-        n, k = experts[0][1].shape[0], self.codebook
-        f = np.broadcast_to(fs, (n, k)).astype(np.int64)
-        for table, ctx in experts:  # each step stays below 2^48: fine in int64
-            rows = np.where((ctx < 0)[:, None], fs[None], table[np.maximum(ctx, 0)])
-            f = np.maximum(f * rows // fs[None], 1)
-        rows_n = np.arange(n)
+        f = None
+        for table, ratio, ctx in experts:  # f stays below 2^48: fine in int64
+            if f is None:
+                f = np.where((ctx < 0)[:, None], fs[None], table[np.maximum(ctx, 0)])
+            else:
+                f = np.maximum(f * np.where((ctx < 0)[:, None], ONE, ratio[np.maximum(ctx, 0)]) >> RATIO_BITS, 1)
+        rows = np.arange(f.shape[0])
         top = f.argmax(1)
-        rest = f.sum(1) - f[rows_n, top]
-        f[rows_n, top] = np.minimum(f[rows_n, top], rest)
-        # Per-row shift to < 2^40 so that f * total fits in int64 (frexp is exact below 2^53).
-        shift = np.maximum(np.frexp(f.max(1).astype(np.float64))[1] - 40, 0)
+        f[rows, top] = np.minimum(f[rows, top], f.sum(1) - f[rows, top])  # the cap: p(top) <= ~1/2
+        # Per-row shift to < 2^24 (frexp is exact below 2^53), then normalisation by a fixed-point
+        # reciprocal: f * (total - K) * q < 2^62 with q = 2^46 // sum. Floors only, so the rounded
+        # row sums at most `total`, and the remainder goes to the most probable code.
+        shift = np.maximum(np.frexp(f.max(1).astype(np.float64))[1] - 24, 0)
         f = np.maximum(f >> shift[:, None], 1)
-        f = 1 + f * (self.total - k) // f.sum(1, keepdims=True)
-        f[rows_n, f.argmax(1)] += self.total - f.sum(1)
+        q = (1 << 46) // f.sum(1, keepdims=True)
+        f = 1 + ((f * (self.total - self.codebook)) * q >> 46)
+        f[rows, f.argmax(1)] += self.total - f.sum(1)
         return f
 
     def _neighbours(self, stage: int) -> bool:
@@ -297,7 +314,7 @@ class SpatialModel(EntropyModel):
 
     def _stage_freqs(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
         """Frequencies [h*w, K] of every position, raster order (all contexts known: encoder side)."""
-        return self._product(stage, [(t, c.ravel()) for t, c in self._tables(stage, grid, prev)])
+        return self._product(stage, [(t, r, c.ravel()) for t, r, c in self._tables(stage, grid, prev)])
 
     def ideal_bits(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> float:
         if not self._neighbours(stage):
@@ -339,11 +356,11 @@ class SpatialModel(EntropyModel):
             xs = d - ys
             experts = []
             if mask & PREV:
-                experts.append((self.context[stage], prev[ys, xs].astype(np.int64)))
+                experts.append((self.context[stage], None, prev[ys, xs].astype(np.int64)))
             if mask & UP:
-                experts.append((self.up[stage], padded[ys, xs + 1]))
+                experts.append((self.up[stage], self._up_ratio[stage], padded[ys, xs + 1]))
             if mask & LEFT:
-                experts.append((self.left[stage], padded[ys + 1, xs]))
+                experts.append((self.left[stage], self._left_ratio[stage], padded[ys + 1, xs]))
             probs = self._product(stage, experts).astype(np.float64) / self.total
             sym = coder.decode(family, probs)
             out[ys, xs] = sym
