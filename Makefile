@@ -13,7 +13,7 @@ CASES  ?= 100000
 IMAGES ?= 10000
 SEED   ?= 0
 
-.PHONY: install test demo bench lint clean fuzz
+.PHONY: install test demo bench lint clean fuzz bench-speed
 
 install: $(VENV)/.installed
 
@@ -42,6 +42,9 @@ bench: install
 # crash, hang, memory blowup, output left behind or stray stderr (a small run is part of `make test`).
 fuzz: install
 	OMP_NUM_THREADS=1 $(BIN)/python tools/fuzz.py --cases $(CASES) --images $(IMAGES) --seed $(SEED)
+
+bench-speed: install
+	$(BIN)/python tools/bench_speed.py --val $(VAL) --out $(OUT)/bench-speed
 
 lint: install
 	$(BIN)/python -m ruff check vqcli tests tools

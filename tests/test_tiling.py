@@ -157,3 +157,32 @@ def test_out_of_memory_at_the_smallest_tile_is_one_error(tiny_weights, monkeypat
     _oom_above(monkeypatch, w.model, "decode", 0)
     with pytest.raises(VQError, match="out of memory"):
         codec.decode_indices(w, idx, 64, 64, tile=64)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "P", "CMYK", "1"])
+def test_rgb_pixels_band_by_band_equal_a_whole_conversion(mode: str) -> None:
+    from PIL import Image
+
+    from vqcli.images import _rgb_pixels
+
+    im = Image.fromarray(edge_image(37, 29)).convert(mode)
+    assert np.array_equal(_rgb_pixels(im, band=8), np.asarray(im.convert("RGB")))
+
+
+def test_bench_speed_child_measures_a_codec(tmp_path) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    from PIL import Image
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "bench_speed.py"
+    spec = importlib.util.spec_from_file_location("bench_speed", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    val = tmp_path / "val"
+    val.mkdir()
+    Image.fromarray(edge_image(520, 780)).save(val / "a.png")
+    small, big = bench.make_inputs(val, tmp_path / "out", 0.6)
+    assert Image.open(small).size == (768, 512) and abs(Image.open(big).size[0] * Image.open(big).size[1] - 6e5) < 2e4
+    r = bench.child("JPEG", "decode", small, 2)
+    assert r["pixels"] == 768 * 512 and r["seconds"] > 0 and r["peak_rss_mb"] > 10

@@ -151,11 +151,13 @@ def _compress_one(weights, job: Job, rate: dict, force: bool, verify: bool,
     _check_output(job.dst, force)
     raw = _read_input(job.src)
     image = decode_image(raw, _name(job.src), max_pixels)
+    n_raw = len(raw)
+    del raw  # the input file need not stay in memory while the model runs
     result = compress(weights, image, **rate, name=_name(job.src))
     h, w = image.rgb.shape[:2]
     info: dict[str, Any] = {"input": _name(job.src), "output": "<stdout>" if job.dst == STDIO else job.dst,
-                            "input_bytes": len(raw), "output_bytes": len(result.data),
-                            "ratio_raw_rgb": 3 * w * h / len(result.data), "ratio_input": len(raw) / len(result.data),
+                            "input_bytes": n_raw, "output_bytes": len(result.data),
+                            "ratio_raw_rgb": 3 * w * h / len(result.data), "ratio_input": n_raw / len(result.data),
                             **result.to_dict()}
     if verify:
         dec = decompress(weights, result.data, name=info["output"])
@@ -247,7 +249,7 @@ def output_format(dst: str) -> str:
     return fmt
 
 
-def encode_output(dec, dst: str) -> tuple[bytes, str | None]:
+def encode_output(dec, dst: str) -> tuple[memoryview, str | None]:
     """The decoded image in the format its extension names (PNG for stdout); returns a note
     when the format cannot hold everything (alpha in JPEG or BMP)."""
     import io
@@ -265,7 +267,7 @@ def encode_output(dec, dst: str) -> tuple[bytes, str | None]:
         opts = {"optimize": False}
     buf = io.BytesIO()
     im.save(buf, format=fmt, **opts)
-    return buf.getvalue(), note
+    return buf.getbuffer(), note  # no copy: a 100 MP PNG is 100+ MB
 
 
 def run_decompress(inputs: list[str], output: str | None, weights_path: Path | None, device: str,

@@ -22,6 +22,7 @@ logging.getLogger("PIL").addHandler(logging.NullHandler())
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".avif"})
 IMAGE_FORMATS = "png, jpg, webp, tiff, bmp, avif"  # IMAGE_SUFFIXES in words, for messages and help
+ORIENTATION = 0x0112  # the EXIF tag
 
 
 @dataclass
@@ -84,8 +85,8 @@ def from_pil(im, name: str = "<image>", max_pixels: int | None = MAX_PIXELS) -> 
         check_size(im.width, im.height, name, max_pixels)
         with _c_stderr_folded(name) if im.format == "TIFF" else contextlib.nullcontext():
             im.load()  # decoded before exif_transpose, so that libtiff's messages are caught here
-        im = ImageOps.exif_transpose(im)
-        im.load()
+        if im.getexif().get(ORIENTATION, 1) != 1:  # exif_transpose copies even when there is nothing to do
+            im = ImageOps.exif_transpose(im)
         mode = im.mode
         alpha = None
         if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -98,7 +99,7 @@ def from_pil(im, name: str = "<image>", max_pixels: int | None = MAX_PIXELS) -> 
                 a = np.asarray(im.getchannel("A"))
                 alpha = None if a.min() == 255 else a.copy()
                 im = im.convert("RGB")
-            rgb = np.asarray(im.convert("RGB"))
+            rgb = _rgb_pixels(im)
     return LoadedImage(np.ascontiguousarray(rgb), alpha, mode)
 
 
@@ -139,6 +140,18 @@ def _c_stderr_folded(name: str) -> Iterator[None]:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def _rgb_pixels(im, band: int = 256) -> np.ndarray:
+    """uint8 [H, W, 3] of any pointwise-convertible mode, filled band by band: np.asarray(im)
+    goes through im.tobytes(), which holds the whole image twice more (chunks, then their join),
+    and a whole-image convert("RGB") would add a third copy: at 100 MP each is 300-400 MB."""
+    w, h = im.size
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    for y in range(0, h, band):
+        part = im.crop((0, y, w, min(h, y + band)))
+        out[y:y + band] = np.asarray(part if part.mode == "RGB" else part.convert("RGB"))
+    return out
 
 
 @contextlib.contextmanager
