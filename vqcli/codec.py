@@ -183,12 +183,12 @@ def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bp
     header = _header(weights, width, height, total, mode, em)
     vqz.check_header(header, name)
     idx = np.ascontiguousarray(encode_indices(weights, image.rgb).numpy())
-    payloads = stage_payloads(em, idx)
     alpha = vqz.pack_alpha(image.alpha) if image.alpha is not None else None
-    fixed = vqz.HEADER_SIZE + (vqz.CHUNK_HEAD_SIZE + len(alpha) if alpha is not None else 0)
-    sizes = np.cumsum([vqz.CHUNK_HEAD_SIZE + len(p) for p in payloads]) + fixed  # file size per prefix
     note, by_stage = None, {}
-    if bpp is not None:
+    if bpp is not None:  # the file size of every prefix decides: code every stage
+        payloads = stage_payloads(em, idx)
+        fixed = vqz.HEADER_SIZE + (vqz.CHUNK_HEAD_SIZE + len(alpha) if alpha is not None else 0)
+        sizes = np.cumsum([vqz.CHUNK_HEAD_SIZE + len(p) for p in payloads]) + fixed
         fits = [n for n in range(1, total + 1) if 8 * sizes[n - 1] / (width * height) <= bpp]
         n = max(fits) if fits else 1
         rate = f"--bpp {bpp:g}"
@@ -207,6 +207,8 @@ def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bp
     else:
         n = stages if stages is not None else weights.default_stages
         rate = f"--stages {n}" if stages is not None else "default"
+    if bpp is None:  # only the stages kept are coded (each stage's code depends on earlier ones only)
+        payloads = stage_payloads(em, idx[:n])
     data = frame(weights, payloads[:n], width, height, em, mode, alpha)
     gh, gw = header.grid
     stats = []
