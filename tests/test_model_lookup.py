@@ -45,3 +45,14 @@ def test_decompress_finds_weights_by_header_id(tiny_weights, tmp_path, monkeypat
              env={WEIGHTS_PATH_ENV: str(models)})
     assert r.exit_code == 0, r.output
     assert Image.open(tmp_path / "out.png").size == (56, 40)
+
+
+def test_every_former_release_is_kept_under_its_id_and_found():
+    """A former default stays in weights/ as <model id>.safetensors, so that its files decode."""
+    shipped = sorted(default_weights_path().parent.glob("*.safetensors"))
+    former = [p for p in shipped if p != default_weights_path()]
+    assert former, "the first release (5e93618b9ecfe707) must stay shipped"
+    for path in former:
+        assert model_id_in_metadata(path) == path.stem
+        assert find_weights(path.stem) == path
+        assert load_weights(path).model_id == path.stem

@@ -2,8 +2,9 @@
 
 - tiny.safetensors: the `tiny` preset trained deterministically (CPU, one thread, fixed seed)
   for 40 steps on generated images, a few KB;
-- *.vqz: small generated images coded with it and with the shipped weights, static and context
-  entropy models, one with alpha, one grey;
+- *.vqz: small generated images coded with it and with every shipped release (weights/<id>.safetensors),
+  static, context and spatial entropy models, one with alpha, one grey; only missing files are
+  written (a golden file is a reference, never regenerated for a release);
 - golden.json: per file, the weights, the sha256 of its decoded indices (int64, C order) and of
   its decoded pixels (RGB uint8, then alpha).
 
@@ -30,14 +31,18 @@ sys.path.insert(0, str(ROOT / "tests"))
 from conftest import make_image  # noqa: E402  (the tests' own image generator)
 
 GOLDEN = ROOT / "tests" / "golden"
-TINY = GOLDEN / "tiny.safetensors"
-SHIPPED = "weights/default.safetensors"
+TINY = "tests/golden/tiny.safetensors"
+# Shipped releases: a former default keeps its file as weights/<model id>.safetensors (rename it there,
+# and its entries in golden.json, when a new default ships): its golden files must decode forever.
+V1 = "weights/5e93618b9ecfe707.safetensors"
+DEFAULT = "weights/default.safetensors"  # model 2241fcccc73567f1
 # name: (weights, height, width, seed, entropy, alpha, grey)
 CASES = {
-    "tiny_static.vqz": ("tiny", 32, 48, 1, "static", False, False),
-    "tiny_context_alpha.vqz": ("tiny", 48, 40, 2, "context", True, False),
-    "shipped_context.vqz": ("shipped", 64, 64, 3, "context", False, False),
-    "shipped_static_grey_alpha.vqz": ("shipped", 40, 56, 4, "static", True, True),
+    "tiny_static.vqz": (TINY, 32, 48, 1, "static", False, False),
+    "tiny_context_alpha.vqz": (TINY, 48, 40, 2, "context", True, False),
+    "shipped_context.vqz": (V1, 64, 64, 3, "context", False, False),
+    "shipped_static_grey_alpha.vqz": (V1, 40, 56, 4, "static", True, True),
+    "shipped_spatial.vqz": (DEFAULT, 64, 72, 5, "spatial", False, False),
 }
 
 
@@ -82,22 +87,24 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--weights-too", action="store_true", help="retrain tests/golden/tiny.safetensors")
+    ap.add_argument("--all", action="store_true", help="rewrite existing golden files too (never for a release)")
     args = ap.parse_args()
-    if args.weights_too or not TINY.exists():
-        train_tiny(TINY)
-    weights = {"tiny": load_weights(TINY), "shipped": load_weights(ROOT / SHIPPED)}
-    record = {}
-    for name, (wname, h, w, seed, entropy, alpha, grey) in CASES.items():
-        wt = weights[wname]
+    if args.weights_too or not (ROOT / TINY).exists():
+        train_tiny(ROOT / TINY)
+    index = GOLDEN / "golden.json"
+    record = json.loads(index.read_text()) if index.exists() and not args.all else {}
+    for name, (path, h, w, seed, entropy, alpha, grey) in CASES.items():
+        if name in record:  # a golden file is a reference: written once
+            continue
+        wt = load_weights(ROOT / path)
         res = compress(wt, image(h, w, seed, alpha, grey), stages=wt.config.stages, entropy=entropy)
         (GOLDEN / name).write_bytes(res.data)
         dec = decompress(wt, res.data)
-        record[name] = {"weights": "tests/golden/tiny.safetensors" if wname == "tiny" else SHIPPED,
-                        "model_id": wt.model_id, "size": [w, h], "mode": res.mode, "entropy": entropy,
+        record[name] = {"weights": path, "model_id": wt.model_id, "size": [w, h], "mode": res.mode, "entropy": entropy,
                         "stages": res.stages, "indices_sha256": sha(dec.indices),
                         "pixels_sha256": sha(dec.rgb), "alpha_sha256": None if dec.alpha is None else sha(dec.alpha)}
         print(name, len(res.data), "bytes", record[name]["pixels_sha256"][:12])
-    (GOLDEN / "golden.json").write_text(json.dumps(record, indent=1) + "\n")
+    index.write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":
