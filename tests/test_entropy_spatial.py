@@ -71,7 +71,7 @@ def test_product_tables_are_integer_normalised_and_capped():
     em = build_model(_stats(_grids(np.random.default_rng(1), 20), (UP | LEFT, PREV | UP | LEFT, PREV)))
     g = _grids(np.random.default_rng(2), 1)[0]
     for s in range(2):  # the stages with a neighbour expert
-        f = em._stage_freqs(s, g[s], g[s - 1] if s else None)
+        f = np.concatenate([b for _, b in em.freq_blocks(s, g[s], g[s - 1] if s else None)])
         assert f.dtype == np.int64 and (f >= 1).all() and (f.sum(1) == em.total).all()
         # The cap: no code gets more than about half the mass, so each index costs >= ~1 bit.
         assert f.max() <= em.total // 2 + em.codebook + 1
@@ -91,6 +91,22 @@ def test_spatial_saves_bits_where_neighbours_predict():
             assert bits["spatial"] < 0.9 * bits["context"], (s, bits)
         else:
             assert bits["spatial"] == pytest.approx(bits["context"]), (s, bits)
+
+
+def test_blocks_cover_every_position_in_order(monkeypatch):
+    """The encoder builds tables BLOCK positions at a time (bounded memory at any image size):
+    the stream must not depend on the block split."""
+    import vqcli.entropy as entropy
+
+    em = build_model(_stats(_grids(np.random.default_rng(5), 10), (UP | LEFT, PREV | UP | LEFT, PREV)))
+    g = _grids(np.random.default_rng(6), 1, 23, 31)[0]
+    whole = [em.encode_stage(s, g[s], g[s - 1] if s else None) for s in range(S)]
+    bits = [em.ideal_bits(s, g[s], g[s - 1] if s else None) for s in range(S)]
+    monkeypatch.setattr(entropy, "BLOCK", 50)  # 23 x 31 = 713 positions: 15 blocks, the last partial
+    assert [em.encode_stage(s, g[s], g[s - 1] if s else None) for s in range(S)] == whole
+    assert [em.ideal_bits(s, g[s], g[s - 1] if s else None) for s in range(S)] == pytest.approx(bits)
+    starts = [i for i, _ in em.freq_blocks(1, g[1], g[0], reverse=True)]
+    assert starts == list(range(700, -1, -50))
 
 
 def test_build_model_names_what_is_missing():

@@ -312,16 +312,25 @@ class SpatialModel(EntropyModel):
         """Whether the stage uses a neighbour expert; a stage without codes as the context model."""
         return bool(self._experts(stage) & (UP | LEFT))
 
-    def _stage_freqs(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
-        """Frequencies [h*w, K] of every position, raster order (all contexts known: encoder side)."""
-        return self._product(stage, [(t, r, c.ravel()) for t, r, c in self._tables(stage, grid, prev)])
+    def freq_blocks(self, stage: int, grid: np.ndarray, prev: np.ndarray | None, order: np.ndarray | None = None,
+                    reverse: bool = False):
+        """(start, frequencies [n, K]) of the positions in `order` (default raster), BLOCK positions
+        at a time, last block first with reverse: the encoder side, where every context is known
+        (memory bounded by BLOCK, whatever the image size)."""
+        experts = [(t, r, c.ravel() if order is None else c.ravel()[order]) for t, r, c in self._tables(stage, grid, prev)]
+        starts = range(0, grid.size, BLOCK)
+        for i in reversed(starts) if reverse else starts:
+            yield i, self._product(stage, [(t, r, c[i:i + BLOCK]) for t, r, c in experts])
 
     def ideal_bits(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> float:
         if not self._neighbours(stage):
             return super().ideal_bits(stage, grid, prev)
-        f = self._stage_freqs(stage, grid, prev)
-        p = np.take_along_axis(f, grid.reshape(-1, 1).astype(np.int64), 1)[:, 0]
-        return float(-np.log2(p / self.total).sum())
+        sym = grid.reshape(-1, 1).astype(np.int64)
+        bits = 0.0
+        for i, f in self.freq_blocks(stage, grid, prev):
+            p = np.take_along_axis(f, sym[i:i + BLOCK], 1)[:, 0]
+            bits += float(-np.log2(p / self.total).sum())
+        return bits
 
     def min_symbol_bits(self, stage: int) -> float:
         if not self._neighbours(stage):
@@ -336,12 +345,12 @@ class SpatialModel(EntropyModel):
         if not self._neighbours(stage):
             return super().encode_stage(stage, grid, prev)
         order = _diagonal_order(*grid.shape)
-        f = self._stage_freqs(stage, grid, prev)[order]
         sym = grid.ravel()[order].astype(np.int32)
         family = constriction.stream.model.Categorical(perfect=False)
         coder = constriction.stream.stack.AnsCoder()
-        for i in reversed(range(0, sym.size, BLOCK)):
-            coder.encode_reverse(sym[i:i + BLOCK], family, np.ascontiguousarray(f[i:i + BLOCK], np.float64) / self.total)
+        # ANS is a stack: the blocks go in last to first, so that they decode first to last.
+        for i, f in self.freq_blocks(stage, grid, prev, order, reverse=True):
+            coder.encode_reverse(sym[i:i + BLOCK], family, f.astype(np.float64) / self.total)
         return coder.get_compressed().astype("<u4").tobytes()
 
     def _decode_symbols(self, stage: int, coder, family, out: np.ndarray, prev: np.ndarray | None) -> None:
@@ -367,7 +376,7 @@ class SpatialModel(EntropyModel):
             padded[ys + 1, xs + 1] = sym
 
 
-@functools.cache
+@functools.lru_cache(maxsize=8)
 def _diagonal_order(h: int, w: int) -> np.ndarray:
     """Raster indices of an [h, w] grid in decoding order: anti-diagonals y + x = 0, 1, ..., each
     top to bottom (every position's up and left neighbours come on an earlier diagonal)."""
