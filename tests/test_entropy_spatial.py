@@ -147,3 +147,25 @@ def test_52_byte_40_megapixel_spatial_file_is_refused_quickly(tiny_weights, payl
     err, dt, peak = measured(lambda: decompress(w, data, name="bomb.vqz"))
     assert isinstance(err, VQError) and "bomb.vqz: corrupt stage 1 chunk" in str(err), err
     assert dt < 1.0 and peak < 300e6, (dt, peak)
+
+
+def test_extreme_counts_do_not_overflow():
+    """A code almost never seen (static frequency 1) that every expert predicts strongly: the
+    capped ratios keep the product inside int64, so the tables stay sane (and round-trip)."""
+    grids = _grids(np.random.default_rng(7), 10)
+    stats = _stats(grids, (UP | LEFT, PREV | UP | LEFT, PREV | UP | LEFT))
+    k = K - 1
+    stats["histogram"] = stats["histogram"].copy()
+    stats["histogram"][:, k] = 0  # code k: static frequency 1
+    for name in (CONTEXT_STAT, UP_STAT, LEFT_STAT):
+        stats[name] = stats[name].copy()
+        stats[name][:, :, k] = 10**6  # ... and every context predicts it
+    em = build_model(stats)
+    g = np.full((S, 6, 7), k, dtype=np.int64)
+    for s in range(S):
+        prev = g[s - 1] if s else None
+        f = np.concatenate([b for _, b in em.freq_blocks(s, g[s], prev)])
+        assert (f >= 1).all() and (f.sum(1) == em.total).all()
+        # The predicted code stays the most probable (but at stage 1's first position: no context there).
+        assert (f.argmax(1)[1 if s == 0 else 0:] == k).all()
+        assert np.array_equal(em.decode_stage(s, em.encode_stage(s, g[s], prev), g[s].shape, prev), g[s])

@@ -43,6 +43,7 @@ UP_STAT, LEFT_STAT, EXPERTS_STAT = "context_up", "context_left", "context_expert
 PREV, UP, LEFT = 1, 2, 4  # expert bits of stats.context_experts
 RATIO_BITS = 16  # fixed point of the spatial model's ratio tables
 ONE = 1 << RATIO_BITS
+MAX_RATIO = 1 << (RATIO_BITS + 8)
 DEFAULT_EXPERTS = (UP | LEFT, PREV | UP | LEFT, PREV | LEFT)
 """Experts of stages 1, 2, 3 (later stages: PREV): measured with the shipped model on val, a
 neighbour saves 0.1-0.6 bits per index in the first three stages and under 0.05 bits after, where
@@ -251,9 +252,11 @@ class SpatialModel(EntropyModel):
     experts: tuple[int, ...] = ()  # bit mask of PREV | UP | LEFT per stage
 
     def __post_init__(self) -> None:
-        # table / static in RATIO_BITS fixed point (<= 2^32): built once, integer division.
-        self._up_ratio = (self.up << RATIO_BITS) // self.static[:, None, :]
-        self._left_ratio = (self.left << RATIO_BITS) // self.static[:, None, :]
+        # table / static in RATIO_BITS fixed point, built once by integer division, capped at
+        # MAX_RATIO (an expert raises a code's probability at most 256-fold) so that a product of
+        # three experts stays below 2^32 before normalisation: no int64 overflow, whatever the weights.
+        self._up_ratio = np.minimum((self.up << RATIO_BITS) // self.static[:, None, :], MAX_RATIO)
+        self._left_ratio = np.minimum((self.left << RATIO_BITS) // self.static[:, None, :], MAX_RATIO)
 
     @property
     def kind(self) -> str:
@@ -290,7 +293,7 @@ class SpatialModel(EntropyModel):
         table, or a ratio of one."""
         fs = self.static[stage]
         f = None
-        for table, ratio, ctx in experts:  # f stays below 2^48: fine in int64
+        for table, ratio, ctx in experts:  # f <= 2^16, then 2^24, then 2^32 (ratios <= 2^24)
             if f is None:
                 f = np.where((ctx < 0)[:, None], fs[None], table[np.maximum(ctx, 0)])
             else:
