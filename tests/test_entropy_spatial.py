@@ -105,6 +105,9 @@ def test_blocks_cover_every_position_in_order(monkeypatch):
     monkeypatch.setattr(entropy, "BLOCK", 50)  # 23 x 31 = 713 positions: 15 blocks, the last partial
     assert [em.encode_stage(s, g[s], g[s - 1] if s else None) for s in range(S)] == whole
     assert [em.ideal_bits(s, g[s], g[s - 1] if s else None) for s in range(S)] == pytest.approx(bits)
+    # The encoder's one-pass size (what compress reports) equals ideal_bits.
+    assert [em.code_stage(s, g[s], g[s - 1] if s else None) for s in range(S)] == \
+        [(w, pytest.approx(b)) for w, b in zip(whole, bits)]
     starts = [i for i, _ in em.freq_blocks(1, g[1], g[0], reverse=True)]
     assert starts == list(range(700, -1, -50))
 

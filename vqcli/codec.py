@@ -68,12 +68,13 @@ def _header(weights: Weights, width: int, height: int, stages: int, mode: str, e
                       cfg.codebook_size, em.kind)
 
 
-def stage_payloads(em: EntropyModel, indices: np.ndarray) -> list[bytes]:
-    """Coded chunk payload of every stage in indices [s, h, w] (each depends only on earlier stages).
+def stage_payloads(em: EntropyModel, indices: np.ndarray, ideal: list[float] | None = None) -> list[bytes]:
+    """Coded chunk payload of every stage in indices [s, h, w] (each depends only on earlier stages);
+    `ideal` receives each stage's ideal size in bits.
 
     indices (C-contiguous int64) may change in place at the bottom-right positions of a nearly
     uniform stage, so that every payload meets the readers' size bound (EntropyModel.encode_stages)."""
-    return em.encode_stages(indices)
+    return em.encode_stages(indices, ideal)
 
 
 def frame(weights: Weights, payloads: list[bytes], width: int, height: int, em: EntropyModel, mode: str = "RGB",
@@ -184,9 +185,9 @@ def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bp
     vqz.check_header(header, name)
     idx = np.ascontiguousarray(encode_indices(weights, image.rgb).numpy())
     alpha = vqz.pack_alpha(image.alpha) if image.alpha is not None else None
-    note, by_stage = None, {}
+    note, by_stage, ideal = None, {}, []
     if bpp is not None:  # the file size of every prefix decides: code every stage
-        payloads = stage_payloads(em, idx)
+        payloads = stage_payloads(em, idx, ideal)
         fixed = vqz.HEADER_SIZE + (vqz.CHUNK_HEAD_SIZE + len(alpha) if alpha is not None else 0)
         sizes = np.cumsum([vqz.CHUNK_HEAD_SIZE + len(p) for p in payloads]) + fixed
         fits = [n for n in range(1, total + 1) if 8 * sizes[n - 1] / (width * height) <= bpp]
@@ -208,15 +209,14 @@ def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bp
         n = stages if stages is not None else weights.default_stages
         rate = f"--stages {n}" if stages is not None else "default"
     if bpp is None:  # only the stages kept are coded (each stage's code depends on earlier ones only)
-        payloads = stage_payloads(em, idx[:n])
+        payloads = stage_payloads(em, idx[:n], ideal)
     data = frame(weights, payloads[:n], width, height, em, mode, alpha)
     gh, gw = header.grid
     stats = []
     for s in range(n):
-        prev = idx[s - 1] if s else None
         stats.append(StageCoding(s + 1, len(payloads[s]), 8 * len(payloads[s]) / (gh * gw),
                                 entropy_bits(np.bincount(idx[s].ravel())),
-                                em.ideal_bits(s, idx[s], prev) / (gh * gw), int(np.unique(idx[s]).size)))
+                                ideal[s] / (gh * gw), int(np.unique(idx[s]).size)))
     return CompressResult(data, width, height, mode, n, total, em.kind, stats, rate, note, by_stage)
 
 

@@ -211,28 +211,37 @@ class EntropyModel:
         for i in range(0, flat.size, BLOCK):
             flat[i:i + BLOCK] = coder.decode(family, self._probs(stage, ctx[i:i + BLOCK]))
 
-    def encode_stages(self, indices: np.ndarray) -> list[bytes]:
+    def code_stage(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> tuple[bytes, float]:
+        """encode_stage's payload and the stage's ideal_bits, from one pass over its tables."""
+        return self.encode_stage(stage, grid, prev), self.ideal_bits(stage, grid, prev)
+
+    def encode_stages(self, indices: np.ndarray, ideal: list[float] | None = None) -> list[bytes]:
         """Payload of every stage of indices [s, h, w], each meeting min_payload_bits.
 
         ANS codes code 0 (cumulative frequency 0) for free while its state is below that
         code's frequency, as it is at the start: a stage that ends in a long run of 0 (a nearly
         uniform stage, never a photo) can code shorter than the readers' bound. Such a stage
         gets its last 1, 2, 4, ... indices (the first coded) set to code K-1, in place, until it
-        meets the bound: a few latent positions at the bottom right change."""
+        meets the bound: a few latent positions at the bottom right change.
+
+        ideal: a list that receives each stage's ideal size in bits (as ideal_bits), computed
+        from the same tables as the payload."""
         out = []
         for s in range(indices.shape[0]):
             prev = indices[s - 1] if s else None
             flat = indices[s].reshape(-1)
             need = self.min_payload_bits(s, flat.size)
-            payload = self.encode_stage(s, indices[s], prev)
+            payload, bits = self.code_stage(s, indices[s], prev)
             tail = 1
             while 8 * len(payload) < need:
                 if tail > min(flat.size, MAX_TAIL):
                     raise VQError(f"stage {s + 1} cannot be coded within the readers' bound")
                 flat[-tail:] = self.codebook - 1
-                payload = self.encode_stage(s, indices[s], prev)
+                payload, bits = self.code_stage(s, indices[s], prev)
                 tail *= 2
             out.append(payload)
+            if ideal is not None:
+                ideal.append(bits)
         return out
 
 
@@ -343,18 +352,26 @@ class SpatialModel(EntropyModel):
         return -math.log2(min(1.0, (self.total // 2 + self.codebook + 2) / self.total))
 
     def encode_stage(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> bytes:
+        if not self._neighbours(stage):
+            return super().encode_stage(stage, grid, prev)
+        return self.code_stage(stage, grid, prev)[0]
+
+    def code_stage(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> tuple[bytes, float]:
         import constriction
 
         if not self._neighbours(stage):
-            return super().encode_stage(stage, grid, prev)
+            return super().code_stage(stage, grid, prev)
         order = _diagonal_order(*grid.shape)
-        sym = grid.ravel()[order].astype(np.int32)
+        sym = grid.ravel()[order].astype(np.int64)
         family = constriction.stream.model.Categorical(perfect=False)
         coder = constriction.stream.stack.AnsCoder()
+        bits = 0.0
         # ANS is a stack: the blocks go in last to first, so that they decode first to last.
         for i, f in self.freq_blocks(stage, grid, prev, order, reverse=True):
-            coder.encode_reverse(sym[i:i + BLOCK], family, f.astype(np.float64) / self.total)
-        return coder.get_compressed().astype("<u4").tobytes()
+            block = sym[i:i + BLOCK]
+            coder.encode_reverse(block.astype(np.int32), family, f.astype(np.float64) / self.total)
+            bits += float(-np.log2(np.take_along_axis(f, block[:, None], 1)[:, 0] / self.total).sum())
+        return coder.get_compressed().astype("<u4").tobytes(), bits
 
     def _decode_symbols(self, stage: int, coder, family, out: np.ndarray, prev: np.ndarray | None) -> None:
         if not self._neighbours(stage):
