@@ -126,7 +126,7 @@ def _oom_above(monkeypatch, model, method: str, cells: int) -> list[int]:
     f = model.factor
 
     def fake(x, *a, **k):
-        n = x.shape[-2] * x.shape[-1] // (f * f if method == "encode" else 1)
+        n = x.shape[-2] * x.shape[-1] // (f * f if method == "latent" else 1)
         seen.append(n)
         if n > cells:
             raise torch.OutOfMemoryError("simulated: CUDA out of memory")
@@ -146,9 +146,21 @@ def test_out_of_memory_falls_back_to_smaller_tiles(tiny_weights, monkeypatch) ->
     out = codec.decode_indices(w, idx, 160, 128, tile=64)
     assert seen[:2] == [320, 320] and max(seen[2:]) <= 220
     assert np.abs(out.astype(int) - ref).max() <= 1
-    seen = _oom_above(monkeypatch, w.model, "encode", 220)
+    seen = _oom_above(monkeypatch, w.model, "latent", 220)
     enc = codec.encode_indices(w, img, tile=64)
+    assert seen[:2] == [320, 320] and len(seen) > 2
     assert (enc != idx).float().mean() <= 0.001
+
+
+def test_only_the_tile_cores_are_quantized(tiny_weights, monkeypatch) -> None:
+    """The halo goes through the encoder (its convolutions need it) but not through the RVQ: every
+    latent cell is quantized exactly once."""
+    w = load_weights(tiny_weights)
+    cells = []
+    real = w.model.quantize
+    monkeypatch.setattr(w.model, "quantize", lambda z, *a: cells.append(z.shape[-2] * z.shape[-1]) or real(z, *a))
+    idx = codec.encode_indices(w, edge_image(96, 160), tile=4)
+    assert len(cells) == 3 * 5 and sum(cells) == idx.shape[1] * idx.shape[2]
 
 
 def test_out_of_memory_at_the_smallest_tile_is_one_error(tiny_weights, monkeypatch) -> None:

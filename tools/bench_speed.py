@@ -4,7 +4,7 @@
 
 Every measurement runs in a fresh subprocess (this script with --child), which times only the
 codec call (start-up, model loading and file I/O excluded; 768x512: median of a few repeats)
-and reports its peak RSS (ru_maxrss: the whole process, image file I/O included, as the CLI
+and reports its peak RSS (VmHWM: the whole process, image file I/O included, as the CLI
 would use). The big image is a mosaic of upscaled val photos, written to --out (not committed).
 vq's --jobs scaling is timed through the CLI on a folder of val photos (start-up included).
 """
@@ -81,7 +81,19 @@ def child(codec: str, op: str, src: Path, repeats: int) -> dict:
                     d.load()
                 times.append(time.perf_counter() - t)
     return {"seconds": statistics.median(times), "pixels": pixels,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS. Linux's VmHWM belongs to the process image since exec; ru_maxrss
+    (the fallback elsewhere) also counts the parent's RSS at fork, which inflates small figures."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_child(codec: str, op: str, src: Path, repeats: int) -> dict:

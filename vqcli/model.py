@@ -92,12 +92,13 @@ class VQVAE(nn.Module):
         if images.shape[2] % self.factor or images.shape[3] % self.factor:
             raise ValueError(f"image size {tuple(images.shape[2:])} is not a multiple of {self.factor}")
 
-    def _latent(self, images: torch.Tensor) -> torch.Tensor:
+    def latent(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, 3, H, W] in [0, 1] -> the encoder's continuous latent [B, D, H/f, W/f]."""
         self._check(images)
         return self.encoder(images * 2 - 1)
 
     def forward(self, images: torch.Tensor, n_stages: int | None = None) -> VQVAEOutput:
-        z = self._latent(images)
+        z = self.latent(images)
         b, d, h, w = z.shape
         flat = z.permute(0, 2, 3, 1).reshape(-1, d)
         q = self.quantizer(flat.float(), n_stages)
@@ -116,7 +117,11 @@ class VQVAE(nn.Module):
                           ) -> tuple[torch.Tensor, torch.Tensor]:
         """(indices [B, S, H/f, W/f], squared latent distance [B, S, H/f, W/f] of each stage's input
         to its code): what the index statistics of a release are made of."""
-        z = self._latent(images)
+        return self.quantize(self.latent(images), n_stages)
+
+    @torch.no_grad()
+    def quantize(self, z: torch.Tensor, n_stages: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A latent [B, D, h, w] -> (indices, squared distances) [B, S, h, w], as encode_with_error."""
         b, d, h, w = z.shape
         idx, err = self.quantizer.encode_with_error(z.permute(0, 2, 3, 1).reshape(-1, d).float(), n_stages)
         return tuple(t.reshape(b, h, w, -1).permute(0, 3, 1, 2).contiguous() for t in (idx, err))

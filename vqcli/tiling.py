@@ -153,8 +153,8 @@ def encode(model, rgb: np.ndarray, tile: int | None = None,
         y0, y1, x0, x1 = t.core
         x = to_tensor(rgb[a0 * f:min(height, a1 * f), b0 * f:min(width, b1 * f)]).to(device)
         x, _ = pad_to_multiple(x, f)  # only a tile on the bottom/right edge needs it: same rows as untiled
-        idx = model.encode(x)[0]
-        out[:, y0:y1, x0:x1] = idx[:, y0 - a0:y1 - a0, x0 - b0:x1 - b0].cpu()
+        z = model.latent(x)[..., y0 - a0:y1 - a0, x0 - b0:x1 - b0]  # the halo is not quantized
+        out[:, y0:y1, x0:x1] = model.quantize(z)[0][0].cpu()
 
     _with_fallback(h, w, tile or default_tile(device), halo, run, progress)
     return out
