@@ -16,13 +16,17 @@ NO_TORCH = "\nimport sys\nassert 'torch' not in sys.modules, 'torch imported'\n"
 
 
 def vq(*args: str, env: dict[str, str] | None = None, home: Path | None = None) -> subprocess.CompletedProcess:
-    """`vq ARGS` in a subprocess (as the console script runs it), failing if it imported torch."""
+    """`vq ARGS` in a subprocess (as the console script runs it), failing if it imported torch.
+
+    It runs as a child of bash, as from a terminal: --show-completion and --install-completion
+    take the shell from the parent process (shellingham), whoever started the tests."""
     code = ("import sys\nfrom vqcli.cli import main\nsys.argv = ['vq', *sys.argv[1:]]\n"
             "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
             + NO_TORCH + "sys.exit(code)\n")
     full = {**os.environ, **(env or {}), **({"HOME": str(home)} if home else {})}
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60, env=full,
-                          cwd=ROOT)
+    # '; exit $?' keeps bash from exec'ing python in its place, so bash stays the parent.
+    return subprocess.run(["bash", "-c", '"$@"; exit $?', "bash", sys.executable, "-c", code, *args],
+                          capture_output=True, text=True, timeout=60, env=full, cwd=ROOT)
 
 
 def test_version_prints_the_version_and_the_default_model_id() -> None:
@@ -47,7 +51,7 @@ def test_read_metadata_reads_only_the_header(tmp_path: Path) -> None:
 def test_completion_script_and_completions(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    r = vq("--show-completion", "bash", home=home)
+    r = vq("--show-completion", home=home)
     assert r.returncode == 0, r.stderr
     assert "_vq_completion" in r.stdout and "complete " in r.stdout and "_VQ_COMPLETE" in r.stdout
     assert not list(home.iterdir())  # showing writes nothing
@@ -62,7 +66,7 @@ def test_completion_script_and_completions(tmp_path: Path) -> None:
 def test_install_completion_writes_only_below_home(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    r = vq("--install-completion", "bash", home=home)
+    r = vq("--install-completion", home=home)
     assert r.returncode == 0, r.stderr
     rc = (home / ".bashrc").read_text()
     script = home / ".bash_completions" / "vq.sh"

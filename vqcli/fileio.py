@@ -3,9 +3,10 @@ directory, renamed into place when complete)."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -47,6 +48,34 @@ def check_output(path: Path | str, force: bool = True) -> Path:
     return path
 
 
+_PENDING: set[str] = set()
+"""Temp files not yet renamed into place or removed. A name is listed before its file exists, so
+that whatever interrupts (SIGTERM or Ctrl-C at any bytecode, even inside the creation), the exit
+handler removes it: only kill -9 can leave one behind."""
+
+
+@atexit.register
+def _remove_pending() -> None:
+    for tmp in list(_PENDING):
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        _PENDING.discard(tmp)
+
+
+def _create_temp(path: Path, parent: Path) -> tuple[int, str]:
+    """A new hidden temp file `.NAME.XXXXXXXX.tmp` beside `path` (mode 0666 less the umask)."""
+    while True:
+        tmp = str(parent / f".{path.name}.{secrets.token_hex(4)}.tmp")
+        _PENDING.add(tmp)
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            _PENDING.discard(tmp)
+        except OSError as e:
+            _PENDING.discard(tmp)
+            raise VQError(f"{path}: cannot write ({e.strerror})") from None
+
+
 @contextlib.contextmanager
 def atomic_output(path: Path | str, force: bool = True) -> Iterator[BinaryIO]:
     """Open a temp file beside `path`; on success rename it over `path`, on error remove it.
@@ -56,12 +85,8 @@ def atomic_output(path: Path | str, force: bool = True) -> Iterator[BinaryIO]:
     """
     path = check_output(path, force)
     parent = path.parent if str(path.parent) else Path(".")
+    fd, tmp = _create_temp(path, parent)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    except OSError as e:
-        raise VQError(f"{path}: cannot write ({e.strerror})") from None
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -81,12 +106,8 @@ def atomic_output(path: Path | str, force: bool = True) -> Iterator[BinaryIO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    finally:
+        _PENDING.discard(tmp)
 
 
 def write_atomic(path: Path | str, data: bytes, force: bool = True) -> None:
