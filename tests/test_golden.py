@@ -35,9 +35,10 @@ def weights():
 
 def test_golden_set_covers_both_weights_both_entropy_models_and_alpha():
     assert {r["entropy"] for r in RECORD.values()} == {"static", "context", "spatial"}
-    # Every release shipped so far: the first default (5e93618b9ecfe707, kept under its id) and today's.
+    # Every release shipped so far: the former defaults (kept under their ids) and today's.
     assert {r["weights"] for r in RECORD.values()} == {"tests/golden/tiny.safetensors", "weights/default.safetensors",
-                                                     "weights/5e93618b9ecfe707.safetensors"}
+                                                     "weights/5e93618b9ecfe707.safetensors",
+                                                     "weights/2241fcccc73567f1.safetensors"}
     assert any(r["alpha_sha256"] for r in RECORD.values())
 
 

@@ -35,14 +35,16 @@ TINY = "tests/golden/tiny.safetensors"
 # Shipped releases: a former default keeps its file as weights/<model id>.safetensors (rename it there,
 # and its entries in golden.json, when a new default ships): its golden files must decode forever.
 V1 = "weights/5e93618b9ecfe707.safetensors"
-DEFAULT = "weights/default.safetensors"  # model 2241fcccc73567f1
+V2 = "weights/2241fcccc73567f1.safetensors"
+DEFAULT = "weights/default.safetensors"  # model 89cbeca6f8a5434f
 # name: (weights, height, width, seed, entropy, alpha, grey)
 CASES = {
     "tiny_static.vqz": (TINY, 32, 48, 1, "static", False, False),
     "tiny_context_alpha.vqz": (TINY, 48, 40, 2, "context", True, False),
     "shipped_context.vqz": (V1, 64, 64, 3, "context", False, False),
     "shipped_static_grey_alpha.vqz": (V1, 40, 56, 4, "static", True, True),
-    "shipped_spatial.vqz": (DEFAULT, 64, 72, 5, "spatial", False, False),
+    "shipped_spatial.vqz": (V2, 64, 72, 5, "spatial", False, False),
+    "default_spatial_alpha.vqz": (DEFAULT, 56, 80, 6, "spatial", True, False),
 }
 
 
