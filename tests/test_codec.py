@@ -31,7 +31,8 @@ from vqcli.entropy import build_model, quantize
 from vqcli.errors import VQError
 from vqcli.images import LoadedImage, decode_image
 from vqcli.metrics import psnr
-from vqcli.weights import load_weights, model_id_of, read_safetensors, rule_default_stages, set_default_stages
+from vqcli.stagemap import DEFAULT_QUALITY
+from vqcli.weights import load_weights, model_id_of, read_safetensors, set_default_quality
 
 runner = CliRunner()
 
@@ -96,27 +97,25 @@ def test_round_trip_indices_and_crop(weights):
     assert dec.header.padding == (3, 2) and dec.header.entropy == "spatial"  # the strongest the weights carry
 
 
-def test_default_stages_rule():
-    assert [rule_default_stages(s) for s in (1, 2, 3, 10, 16)] == [1, 2, 2, 6, 10]
-
-
-def test_default_stages_from_weights(tiny_weights: Path, tmp_path: Path):
-    """A release names its default rate in the metadata; compress without a rate flag uses it."""
+def test_default_quality_from_weights(tiny_weights: Path, tmp_path: Path):
+    """A release may name its default rate (a quality) in the metadata; compress without a rate
+    flag uses it, else stagemap.DEFAULT_QUALITY."""
     img = LoadedImage(make_image(32, 48, 4), None, "RGB")
     plain = load_weights(tiny_weights)
-    assert plain.named_default is None and compress(plain, img).stages == rule_default_stages(3) == 2
+    assert plain.named_default is None and plain.default_quality == DEFAULT_QUALITY
+    assert compress(plain, img).quality == DEFAULT_QUALITY
     out = tmp_path / "w.safetensors"
-    set_default_stages(tiny_weights, 1, out)
+    set_default_quality(tiny_weights, 80, out)
     named = load_weights(out)
-    assert named.default_stages == 1 and named.model_id == plain.model_id
-    assert compress(named, img).stages == 1 and compress(named, img, stages=3).stages == 3
-    with pytest.raises(VQError, match="default stages must be 1 to 3"):
-        set_default_stages(out, 4)
+    assert named.default_quality == 80 and named.model_id == plain.model_id
+    assert compress(named, img).quality == 80 and compress(named, img, stages=3).quality is None
+    with pytest.raises(VQError, match="quality 101: expected 0 to 100"):
+        set_default_quality(out, 101)
     from safetensors.torch import save
 
     tensors, meta = read_safetensors(out)
-    out.write_bytes(save(tensors, metadata={**meta, "default_stages": "7"}))
-    with pytest.raises(VQError, match="bad default_stages '7'"):
+    out.write_bytes(save(tensors, metadata={**meta, "default_quality": "high"}))
+    with pytest.raises(VQError, match="bad default_quality 'high'"):
         load_weights(out)
 
 
@@ -185,28 +184,35 @@ def test_progressive_prefixes(weights, vqz_file):
 
 
 def test_rate_control_bpp(weights):
-    rgb = make_image(64, 64, 5)
-    img = LoadedImage(rgb, None, "RGB")
-    sizes = [len(compress(weights, img, stages=n).data) for n in (1, 2, 3)]
-    bpps = [8 * s / (64 * 64) for s in sizes]
-    assert compress(weights, img, bpp=(bpps[1] + bpps[2]) / 2).stages == 2
-    assert compress(weights, img, bpp=bpps[0]).stages == 1
-    assert compress(weights, img, bpp=100).stages == 3
-    low = compress(weights, img, bpp=bpps[0] / 2)
-    assert low.stages == 1 and "even 1 stage" in low.note
+    """--bpp: the highest quality whose file fits (the next quality up does not)."""
+    img = LoadedImage(make_image(64, 64, 5), None, "RGB")
+
+    def bpp(q: int) -> float:
+        return compress(weights, img, quality=q).bpp
+
+    budget = (bpp(20) + bpp(80)) / 2
+    res = compress(weights, img, bpp=budget)
+    assert res.bpp <= budget and res.quality is not None and bpp(int(res.quality) + 1) > budget
+    assert res.data == compress(weights, img, quality=res.quality).data and res.rate == f"--bpp {budget:g}"
+    assert compress(weights, img, bpp=100).quality == 100
+    low = compress(weights, img, bpp=bpp(0) / 2)
+    assert low.quality == 0 and "even quality 0" in low.note
 
 
 def test_rate_control_psnr(weights):
+    """--psnr: the lowest quality reaching the target (the next quality down does not)."""
     rgb = make_image(64, 64, 6)
     img = LoadedImage(rgb, None, "RGB")
-    idx = encode_indices(weights, rgb)
-    ps = [psnr(rgb, decode_indices(weights, idx[:n], 64, 64)) for n in (1, 2, 3)]
-    best = max(range(3), key=lambda i: ps[i])
-    target = ps[best] - 1e-6
-    expect = next(i for i in range(3) if ps[i] >= target) + 1
-    assert compress(weights, img, psnr=target).stages == expect
-    res = compress(weights, img, psnr=200)
-    assert res.stages == 3 and "no stage count reaches" in res.note
+
+    def quality_psnr(q: int) -> float:
+        return psnr(rgb, decompress(weights, compress(weights, img, quality=q).data).rgb)
+
+    target = (quality_psnr(0) + quality_psnr(100)) / 2
+    res = compress(weights, img, psnr=target)
+    assert quality_psnr(int(res.quality)) >= target > quality_psnr(int(res.quality) - 1)
+    assert res.psnr_by_quality and all(0 <= q <= 100 for q in res.psnr_by_quality)
+    best = compress(weights, img, psnr=200)
+    assert best.quality == 100 and "no quality reaches" in best.note
 
 
 def test_decode_identical_across_thread_counts(weights, vqz_file):

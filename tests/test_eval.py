@@ -10,6 +10,7 @@ from PIL import Image, features
 from typer.testing import CliRunner
 
 from vqcli.cli import app
+from vqcli.evaluate import VQ_QUALITIES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -30,14 +31,15 @@ def test_eval_end_to_end(tiny_weights: Path, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "BD-rate" in res.stdout
     rep = json.loads(out.read_text())
-    expected = {"vq", "jpeg", "webp"} | ({"avif"} if features.check("avif") else set())
+    expected = {"vq", "vq-stages", "jpeg", "webp"} | ({"avif"} if features.check("avif") else set())
     assert set(rep["codecs"]) == expected and set(rep["bd_rate"]) == expected - {"vq"}
     assert rep["images"] == 2 and len(rep["per_image"]) == 2
-    vq = rep["codecs"]["vq"]["curve"]
-    assert [r["stages"] for r in vq] == [1, 2, 3]
-    assert all(r["bpp"] > 0 and r["encode_ms"] > 0 and r["decode_ms"] > 0 for r in vq)
-    assert vq[0]["bpp"] < vq[-1]["bpp"]
-    for c in expected - {"vq"}:
+    vq, uniform = rep["codecs"]["vq"]["curve"], rep["codecs"]["vq-stages"]["curve"]
+    assert [r["quality"] for r in vq] == list(VQ_QUALITIES) and [r["stages"] for r in uniform] == [1, 2, 3]
+    for curve in (vq, uniform):
+        assert all(r["bpp"] > 0 and r["encode_ms"] > 0 and r["decode_ms"] > 0 for r in curve)
+        assert curve[0]["bpp"] < curve[-1]["bpp"]
+    for c in expected - {"vq", "vq-stages"}:
         curve = rep["codecs"][c]["curve"]
         assert len(curve) >= 8 and all(0 < r["ms_ssim"] <= 1 and r["psnr"] > 10 for r in curve)
     assert any("single-scale SSIM" in n for n in rep["notes"])  # tiny images cannot do 5 scales

@@ -13,7 +13,6 @@ from PIL import Image, UnidentifiedImageError
 
 import vqcli
 from vqcli.errors import UsageError
-from vqcli.pillow_plugin import quality_to_stages
 
 
 @pytest.fixture()
@@ -64,12 +63,17 @@ def test_save_and_open_round_trip(lookup: Path, tmp_path: Path) -> None:
         assert im.mode == "RGBA" and im.getchannel("A").getextrema() == (77, 77)
 
 
-def test_quality_maps_onto_stages(lookup: Path, tmp_path: Path) -> None:
-    assert [quality_to_stages(q, 12) for q in (0, 1, 33, 50, 75, 100)] == [1, 1, 4, 6, 9, 12]
-    im = Image.fromarray(make_image(32, 48, 13))
-    for q, n in ((1, 1), (60, 2), (100, 3)):  # the tiny model has 3 stages
+def test_quality_is_vqs_quality(lookup: Path, tmp_path: Path) -> None:
+    """save(quality=) is vqcli.compress's quality: the same bytes, and more bytes for more quality."""
+    rgb = make_image(32, 48, 13)
+    im = Image.fromarray(rgb)
+    sizes = []
+    for q in (0, 50, 100):
         im.save(tmp_path / f"q{q}.vqz", quality=q, weights=lookup, device="cpu")
-        assert vqcli.info(tmp_path / f"q{q}.vqz")["stages_present"] == n
+        data = (tmp_path / f"q{q}.vqz").read_bytes()
+        assert data == vqcli.compress(rgb, quality=q, weights=lookup, device="cpu")
+        sizes.append(len(data))
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
     with pytest.raises(UsageError, match="quality"):
         im.save(tmp_path / "x.vqz", quality=50, stages=2, weights=lookup, device="cpu")
     with pytest.raises(UsageError, match="quality 101"):

@@ -18,6 +18,7 @@ from PIL import Image
 from vqcli.codec import compress, decompress, encode_indices
 from vqcli.images import decode_image, load_image
 from vqcli.metrics import psnr
+from vqcli.stagemap import DEFAULT_QUALITY
 from vqcli.weights import default_weights_path, load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +32,7 @@ def shipped():
 def test_shipped_weights_are_the_documented_release(shipped):
     documented = re.search(r"model id `([0-9a-f]{16})`", (ROOT / "weights" / "README.md").read_text())
     assert documented and shipped.model_id == documented.group(1)
-    assert shipped.named_default is not None and 1 <= shipped.default_stages < shipped.config.stages
+    assert shipped.default_quality == DEFAULT_QUALITY
     hist = shipped.histogram
     assert hist.shape == (shipped.config.stages, shipped.config.codebook_size)
     assert bool((hist > 0).all()), "a stage has a code never used on the training data"
@@ -42,10 +43,12 @@ def test_default_rate_beats_jpeg_on_sample_crop(shipped):
     png = io.BytesIO()
     Image.fromarray(rgb).save(png, "PNG")
     result = compress(shipped, decode_image(png.getvalue(), "crop.png"))
-    assert result.stages == shipped.default_stages
+    assert result.quality == shipped.default_quality and result.stages > 1
     decoded = decompress(shipped, result.data)
     assert decoded.rgb.shape == rgb.shape
-    assert np.array_equal(decoded.indices, encode_indices(shipped, rgb)[:result.stages].numpy())
+    idx, kept = encode_indices(shipped, rgb)[:result.stages].numpy(), decoded.indices >= 0
+    assert kept[0].all() and not kept[-1].all()  # the stage map keeps stage 1 everywhere, the last not
+    assert np.array_equal(decoded.indices[kept], idx[kept])
     quality = psnr(rgb, decoded.rgb)
     for q in range(5, 96):  # the smallest JPEG at least as good
         jpeg = io.BytesIO()

@@ -37,7 +37,7 @@ TINY = "tests/golden/tiny.safetensors"
 V1 = "weights/5e93618b9ecfe707.safetensors"
 V2 = "weights/2241fcccc73567f1.safetensors"
 DEFAULT = "weights/default.safetensors"  # model 89cbeca6f8a5434f
-# name: (weights, height, width, seed, entropy, alpha, grey)
+# name: (weights, height, width, seed, entropy, alpha, grey[, quality: a stage map (format 2); else all stages])
 CASES = {
     "tiny_static.vqz": (TINY, 32, 48, 1, "static", False, False),
     "tiny_context_alpha.vqz": (TINY, 48, 40, 2, "context", True, False),
@@ -45,6 +45,7 @@ CASES = {
     "shipped_static_grey_alpha.vqz": (V1, 40, 56, 4, "static", True, True),
     "shipped_spatial.vqz": (V2, 64, 72, 5, "spatial", False, False),
     "default_spatial_alpha.vqz": (DEFAULT, 56, 80, 6, "spatial", True, False),
+    "default_stagemap.vqz": (DEFAULT, 64, 96, 8, "spatial", False, False, 50),
 }
 
 
@@ -95,11 +96,12 @@ def main() -> None:
         train_tiny(ROOT / TINY)
     index = GOLDEN / "golden.json"
     record = json.loads(index.read_text()) if index.exists() and not args.all else {}
-    for name, (path, h, w, seed, entropy, alpha, grey) in CASES.items():
+    for name, (path, h, w, seed, entropy, alpha, grey, *quality) in CASES.items():
         if name in record:  # a golden file is a reference: written once
             continue
         wt = load_weights(ROOT / path)
-        res = compress(wt, image(h, w, seed, alpha, grey), stages=wt.config.stages, entropy=entropy)
+        rate = {"quality": quality[0]} if quality else {"stages": wt.config.stages}
+        res = compress(wt, image(h, w, seed, alpha, grey), entropy=entropy, **rate)
         (GOLDEN / name).write_bytes(res.data)
         dec = decompress(wt, res.data)
         record[name] = {"weights": path, "model_id": wt.model_id, "size": [w, h], "mode": res.mode, "entropy": entropy,

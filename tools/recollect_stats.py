@@ -7,7 +7,7 @@ What it is for: giving an existing model the counts of an entropy model added af
 trained (the spatial model), without retraining. The network tensors are copied unchanged (fp16
 stays fp16); the stats change, so the model id changes: keep the old file beside the new one, so
 that files written with it keep decoding (vq finds weights by the id in a file's header). The
-training summary and default_stages are carried over.
+training summary and default_quality are carried over.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from rich.progress import Progress
 
 from vqcli.data import usable_images
 from vqcli.indexstats import collect_index_stats
-from vqcli.weights import load_weights, read_safetensors, save_weights, set_default_stages
+from vqcli.weights import load_weights, read_safetensors, save_weights, set_default_quality
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
                                                     "unchanged": same, "added": sorted(set(stats) - set(w.stats))}}
     mid = save_weights(a.out, w.model, w.config, stats, training, half=half)
     if w.named_default is not None:
-        set_default_stages(a.out, w.named_default)
+        set_default_quality(a.out, w.named_default)
     print(json.dumps({"model_id": mid, **training["stats_recollected"]}))
 
 

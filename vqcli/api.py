@@ -88,17 +88,19 @@ def _read(data: DataLike) -> tuple[bytes, str]:
     raise UsageError(f"data: expected bytes or a path, got {type(data).__name__}", params=("data",))
 
 
-def compress(image: ImageLike, *, stages: int | None = None, bpp: float | None = None, psnr: float | None = None,
-             weights: WeightsLike = None, device: str | None = None) -> bytes:
-    """Compress an image to .vqz bytes. At most one of `stages` (keep the first N RVQ stages),
-    `bpp` (the most stages whose file fits) and `psnr` (the fewest stages reaching it, dB) sets
-    the rate; default: the rate the weights name."""
+def compress(image: ImageLike, *, quality: float | None = None, bpp: float | None = None,
+             psnr: float | None = None, stages: int | None = None, weights: WeightsLike = None,
+             device: str | None = None) -> bytes:
+    """Compress an image to .vqz bytes. At most one of `quality` (0-100: each block keeps the
+    stages worth their bits), `bpp` (the highest quality whose file fits), `psnr` (the lowest
+    quality reaching it, dB) and `stages` (the first N RVQ stages everywhere: a plain token
+    grid) sets the rate; default: the weights' default quality."""
     from . import codec
 
-    codec.check_rate(stages, bpp, psnr)
+    codec.check_rate(stages, bpp, psnr, quality=quality)
     name = str(image) if isinstance(image, (str, os.PathLike)) else "<image>"
     loaded = as_image(image)
-    return codec.compress(load_model(weights, device), loaded, stages, bpp, psnr, name=name).data
+    return codec.compress(load_model(weights, device), loaded, stages, bpp, psnr, name=name, quality=quality).data
 
 
 def decompress(data: DataLike, *, stages: int | None = None, weights: WeightsLike = None,

@@ -168,11 +168,13 @@ def compress(
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output file, or folder for several "
                                                   "inputs ('-': stdout). Default: IN.vqz.")] = None,
     weights: CodecWeightsOpt = None,
+    quality: Annotated[Optional[float], typer.Option(
+        "--quality", "-q", help="0-100: each 16x16 block keeps the RVQ stages worth their bits at this "
+        "quality (default: the weights' default quality, 35 for the shipped model).")] = None,
+    bpp: Annotated[Optional[float], typer.Option(help="Highest quality whose file fits X bits per pixel.")] = None,
+    psnr: Annotated[Optional[float], typer.Option(help="Lowest quality reaching DB decibels PSNR.")] = None,
     stages: Annotated[Optional[int], typer.Option(
-        help="Keep the first N RVQ stages (default: the rate the weights name, "
-             "else ceil(0.6 S)).")] = None,
-    bpp: Annotated[Optional[float], typer.Option(help="Most stages whose file fits X bits per pixel.")] = None,
-    psnr: Annotated[Optional[float], typer.Option(help="Fewest stages reaching DB decibels PSNR.")] = None,
+        help="Keep the first N RVQ stages everywhere instead (a plain token grid; larger files).")] = None,
     force: CodecForceOpt = False,
     json_out: CodecJsonOpt = False,
     verify: Annotated[bool, typer.Option(help="Decode the result and report PSNR and MS-SSIM.")] = False,
@@ -184,7 +186,7 @@ def compress(
     from .codecli import run_compress
 
     code = run_guarded(run_compress, inputs, output, weights, device, stages, bpp, psnr, force,
-                       json_out, verify, jobs, max_pixels)
+                       json_out, verify, jobs, max_pixels, quality)
     raise typer.Exit(code)
 
 
@@ -301,13 +303,14 @@ def stats_file(
 def eval_cmd(
     folder: Annotated[Path, typer.Argument(help="Folder of test images (searched recursively).")],
     weights: WeightsOpt = None,
-    codecs: Annotated[str, typer.Option(help="Classical codecs to compare with: jpeg, webp, avif.")] = "jpeg,webp,avif",
+    codecs: Annotated[str, typer.Option(help="Codecs to compare with: vq-stages (vq without a stage map: "
+                                              "uniform stages), jpeg, webp, avif.")] = "vq-stages,jpeg,webp,avif",
     plot: Annotated[Optional[Path], typer.Option(help="Write an RD plot (bpp vs PSNR and MS-SSIM) PNG.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the full report as JSON.")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Use at most N images.")] = None,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Rate-distortion of vq (every stage count) against JPEG, WebP and AVIF, with BD-rates."""
+    """Rate-distortion of vq (a ladder of qualities) against vq --stages, JPEG, WebP and AVIF, with BD-rates."""
     def go() -> None:
         import json
 

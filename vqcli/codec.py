@@ -6,9 +6,9 @@ an alpha channel (RGBA, LA, palette transparency) is kept losslessly in a zlib c
 learned RGB model has no business approximating a mask. 16-bit inputs are reduced to 8 bits
 and EXIF orientation is applied on reading (vqcli.images).
 
-Rate: a file holds a prefix of the S stages. Default: the weights' default_stages (measured for
-the shipped model against JPEG; ceil(0.6 * S) for weights that name none); --stages, --bpp or
---psnr choose otherwise.
+Rate: by default every block of latent cells keeps its own prefix of the S stages, chosen for
+rate and distortion at a quality (vqcli.stagemap; a format-2 file); --bpp and --psnr search the
+quality. --stages N keeps the first N stages everywhere (a format-1 file, a plain grid of tokens).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import format as vqz
-from . import metrics, tiling
+from . import metrics, stagemap, tiling
 from .entropy import EntropyModel, build_model
 from .errors import UsageError, VQError
 from .images import LoadedImage
@@ -40,14 +40,15 @@ def entropy_model(weights: Weights, kind: str = "auto") -> EntropyModel:
 
 
 # -- indices <-> pixels -------------------------------------------------------------------------
-def encode_indices(weights: Weights, rgb: np.ndarray, tile: int | None = None) -> torch.Tensor:
-    """uint8 [H, W, 3] -> int64 [S, h, w], replicate-padded to the model's factor, all stages.
+def encode_indices(weights: Weights, rgb: np.ndarray, tile: int | None = None, errors: bool = False):
+    """uint8 [H, W, 3] -> int64 [S, h, w], replicate-padded to the model's factor, all stages;
+    with errors, also the squared latent residual [S, h, w] after each stage (the stage map's D).
 
     Tiled (vqcli.tiling; tile: core side in latent cells, default per device): the same indices
     as whole-image encoding except at float near-ties."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected uint8 [H, W, 3], got {rgb.dtype} {rgb.shape}")
-    return tiling.encode(weights.model, rgb, tile)
+    return tiling.encode(weights.model, rgb, tile, errors=errors)
 
 
 def decode_indices(weights: Weights, indices: torch.Tensor, width: int, height: int,
@@ -78,32 +79,41 @@ def stage_payloads(em: EntropyModel, indices: np.ndarray, ideal: list[float] | N
 
 
 def frame(weights: Weights, payloads: list[bytes], width: int, height: int, em: EntropyModel, mode: str = "RGB",
-          alpha_payload: bytes | None = None) -> bytes:
+          alpha_payload: bytes | None = None, stage_map: bytes | None = None) -> bytes:
     """A complete .vqz file from the coded payloads of a prefix of the stages (see stage_payloads)."""
-    return vqz.write(_header(weights, width, height, len(payloads), mode, em), payloads, alpha_payload)
+    return vqz.write(_header(weights, width, height, len(payloads), mode, em), payloads, alpha_payload, stage_map)
 
 
 def pack(weights: Weights, indices: torch.Tensor, width: int, height: int, alpha: np.ndarray | None = None,
-         mode: str | None = None, entropy: str = "auto") -> bytes:
+         mode: str | None = None, entropy: str = "auto", block: int = stagemap.BLOCK) -> bytes:
     """Indices [s, h, w] (any prefix s <= S) -> a complete .vqz file.
 
-    mode: the colour mode to record (default RGB, or RGBA with alpha); entropy: "auto" (context
-    model when the weights carry its statistics), "static" or "context".
+    Indices with -1 (absent: what decompress returns for a file with a stage map) are coded with
+    the stage map they imply, in blocks of `block` latent cells. mode: the colour mode to record
+    (default RGB, or RGBA with alpha); entropy: "auto" (the strongest model the weights carry),
+    "static", "context" or "spatial".
     """
     idx = torch.as_tensor(indices).cpu().numpy().astype(np.int64)  # a copy: stage_payloads may adjust it
     em = entropy_model(weights, entropy)
     mode = mode or ("RGBA" if alpha is not None else "RGB")
     _check_grid(_header(weights, width, height, idx.shape[0], mode, em), idx, weights)
+    counts = None
+    if idx.min() < 0:
+        per_position = (idx >= 0).sum(0)
+        counts = per_position[::block, ::block]
+        if not np.array_equal(stagemap.apply(idx, stagemap.expand(counts, per_position.shape, block)), idx):
+            raise ValueError(f"absent indices do not form a stage map of {block}x{block} blocks")
     return frame(weights, stage_payloads(em, idx), width, height, em, mode,
-                 vqz.pack_alpha(alpha) if alpha is not None else None)
+                 vqz.pack_alpha(alpha) if alpha is not None else None,
+                 None if counts is None else stagemap.encode(counts, block))
 
 
 def _check_grid(header: vqz.Header, idx: np.ndarray, weights: Weights) -> None:
     if idx.ndim != 3 or tuple(idx.shape[1:]) != header.grid or not 1 <= idx.shape[0] <= weights.config.stages:
         raise ValueError(f"indices {idx.shape} do not match a {header.grid} grid "
                          f"with 1..{weights.config.stages} stages")
-    if idx.min(initial=0) < 0 or idx.max(initial=0) >= weights.config.codebook_size:
-        raise ValueError("indices out of the codebook range")
+    if idx.min(initial=0) < -1 or idx.max(initial=0) >= weights.config.codebook_size or idx[0].min() < 0:
+        raise ValueError("indices out of the codebook range (or -1, absent, in stage 1)")
 
 
 # -- compress -----------------------------------------------------------------------------------
@@ -113,10 +123,11 @@ class StageCoding:
 
     stage: int  # 1-based
     bytes: int  # chunk payload
-    bits_per_index: float  # coded
+    bits_per_index: float  # coded, per index the stage holds
     entropy: float  # empirical entropy of this image's indices, bits/index
     cross_entropy: float  # ideal bits/index under the entropy model's tables
     codes_used: int
+    coverage: float = 1.0  # share of the latent positions the stage covers (stage map)
 
     @property
     def bits(self) -> int:
@@ -129,13 +140,15 @@ class CompressResult:
     width: int
     height: int
     mode: str
-    stages: int  # stages stored
+    stages: int  # stages stored (the most any block keeps)
     model_stages: int
     entropy_model: str
     stage_coding: list[StageCoding]  # one per stored stage
-    rate: str  # how the number of stages was chosen
+    rate: str  # how the rate was chosen
     note: str | None = None  # e.g. a rate target that could not be met
-    psnr_by_stage: dict[int, float] = field(default_factory=dict)  # filled by --psnr
+    psnr_by_quality: dict[int, float] = field(default_factory=dict)  # the qualities --psnr tried
+    quality: float | None = None  # None: uniform stages (--stages)
+    stage_map_bytes: int | None = None
 
     @property
     def bpp(self) -> float:
@@ -145,9 +158,10 @@ class CompressResult:
         return {
             "bytes": len(self.data), "width": self.width, "height": self.height, "mode": self.mode,
             "bpp": self.bpp, "stages": self.stages, "model_stages": self.model_stages,
-            "entropy_model": self.entropy_model, "rate": self.rate, "note": self.note,
+            "entropy_model": self.entropy_model, "rate": self.rate, "quality": self.quality, "note": self.note,
+            "stage_map_bytes": self.stage_map_bytes,
             "stage_stats": [{**s.__dict__, "bits": s.bits} for s in self.stage_coding],
-            **({"psnr_by_stage": self.psnr_by_stage} if self.psnr_by_stage else {}),
+            **({"psnr_by_quality": self.psnr_by_quality} if self.psnr_by_quality else {}),
         }
 
 
@@ -158,66 +172,136 @@ def colour_mode(image: LoadedImage) -> str:
     return "L" if grey else "RGB"
 
 
-RATE_PARAMS = ("stages", "bpp", "psnr")
-
-
-def check_rate(stages: int | None, bpp: float | None, psnr: float | None, total: int | None = None) -> None:
-    """The rate parameters: at most one of them, a positive bpp, stages within 1..total (once known)."""
-    if sum(v is not None for v in (stages, bpp, psnr)) > 1:
-        raise UsageError("choose at most one of stages, bpp and psnr", params=RATE_PARAMS)
+RATE_PARAMS = ("stages", "quality", "bpp", "psnr")
+def check_rate(stages: int | None, bpp: float | None, psnr: float | None, total: int | None = None,
+               quality: float | None = None) -> None:
+    """The rate parameters: at most one of them, a positive bpp, stages within 1..total (once
+    known), a quality within 0..100."""
+    if sum(v is not None for v in (stages, quality, bpp, psnr)) > 1:
+        raise UsageError("choose at most one of stages, quality, bpp and psnr", params=RATE_PARAMS)
     if bpp is not None and not bpp > 0:
         raise UsageError(f"bpp {bpp:g}: must be positive", params=("bpp",))
     if stages is not None and not (1 <= stages and (total is None or stages <= total)):
         raise UsageError(f"stages {stages}: the model has stages 1 to {total}" if total is not None
                          else f"stages {stages}: must be at least 1", params=("stages",))
+    if quality is not None:
+        stagemap.check_quality(quality)
+
+
+@dataclass
+class _Coded:
+    """One candidate file: its bytes, the indices it codes (-1: absent), per-stage payloads and
+    ideal bits, the stage map's payload."""
+
+    data: bytes
+    indices: np.ndarray
+    payloads: list[bytes]
+    ideal: list[float]
+    stage_map: bytes | None
+
+
+class Encoder:
+    """The indices of one image, coded at any rate: uniform prefixes or stage maps."""
+
+    def __init__(self, weights: Weights, em: EntropyModel, image: LoadedImage, mode: str) -> None:
+        self.weights, self.em, self.mode = weights, em, mode
+        self.height, self.width = image.rgb.shape[:2]
+        idx, err = encode_indices(weights, image.rgb, errors=True)
+        self.idx, self.err = np.ascontiguousarray(idx.numpy()), err.numpy()
+        self.alpha = vqz.pack_alpha(image.alpha) if image.alpha is not None else None
+        self._bits: np.ndarray | None = None
+
+    def _frame(self, idx: np.ndarray, stage_map: bytes | None) -> _Coded:
+        ideal: list[float] = []
+        payloads = stage_payloads(self.em, idx, ideal)
+        data = frame(self.weights, payloads, self.width, self.height, self.em, self.mode, self.alpha, stage_map)
+        return _Coded(data, idx, payloads, ideal, stage_map)
+
+    def uniform(self, n: int) -> _Coded:
+        return self._frame(self.idx[:n].copy(), None)
+
+    def adaptive(self, quality: float) -> _Coded:
+        if self._bits is None:
+            self._bits = self.em.symbol_bits(self.idx)
+        counts = stagemap.choose(self.err, self._bits, stagemap.lam(quality))
+        n = int(counts.max())
+        idx = stagemap.apply(self.idx[:n], stagemap.expand(counts, self.idx.shape[1:]))
+        return self._frame(idx, stagemap.encode(counts))
+
+    def bpp(self, c: _Coded) -> float:
+        return 8 * len(c.data) / (self.width * self.height)
+
+
+def _search(ok, lo: int = 0, hi: int = 100) -> int | None:
+    """The largest integer quality in lo..hi with ok(q) true, for ok true up to a point and false
+    after (None if ok(lo) is false)."""
+    if not ok(lo):
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid - 1)
+    return lo
 
 
 def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bpp: float | None = None,
-             psnr: float | None = None, entropy: str = "auto", name: str = "<input>") -> CompressResult:
-    """Encode an image; at most one of stages / bpp / psnr picks the rate (default: weights.default_stages).
-    name: the input's name for error messages."""
+             psnr: float | None = None, entropy: str = "auto", name: str = "<input>",
+             quality: float | None = None) -> CompressResult:
+    """Encode an image; at most one of stages / quality / bpp / psnr picks the rate (default:
+    the weights' default_quality). name: the input's name for error messages."""
     total = weights.config.stages
-    check_rate(stages, bpp, psnr, total)
+    check_rate(stages, bpp, psnr, total, quality)
     height, width = image.rgb.shape[:2]
     mode = colour_mode(image)
     em = entropy_model(weights, entropy)
-    header = _header(weights, width, height, total, mode, em)
-    vqz.check_header(header, name)
-    idx = np.ascontiguousarray(encode_indices(weights, image.rgb).numpy())
-    alpha = vqz.pack_alpha(image.alpha) if image.alpha is not None else None
-    note, by_stage, ideal = None, {}, []
-    if bpp is not None:  # the file size of every prefix decides: code every stage
-        payloads = stage_payloads(em, idx, ideal)
-        fixed = vqz.HEADER_SIZE + (vqz.CHUNK_HEAD_SIZE + len(alpha) if alpha is not None else 0)
-        sizes = np.cumsum([vqz.CHUNK_HEAD_SIZE + len(p) for p in payloads]) + fixed
-        fits = [n for n in range(1, total + 1) if 8 * sizes[n - 1] / (width * height) <= bpp]
-        n = max(fits) if fits else 1
+    vqz.check_header(_header(weights, width, height, total, mode, em), name)
+    enc = Encoder(weights, em, image, mode)
+    note, by_quality = None, {}
+    if stages is not None:
+        coded, rate = enc.uniform(stages), f"--stages {stages}"
+    elif bpp is not None:
         rate = f"--bpp {bpp:g}"
-        if not fits:
-            note = f"even 1 stage needs {8 * sizes[0] / (width * height):.3f} bpp > {bpp:g}; used 1 stage"
+        tried: dict[int, _Coded] = {}
+
+        def fits(q: int) -> bool:
+            tried[q] = enc.adaptive(q)
+            return enc.bpp(tried[q]) <= bpp
+
+        quality = _search(fits)
+        if quality is None:
+            quality = 0
+            note = f"even quality 0 needs {enc.bpp(tried[0]):.3f} bpp > {bpp:g}; used quality 0"
+        coded = tried[quality]
     elif psnr is not None:
         rate = f"--psnr {psnr:g}"
-        n = total
-        for k in range(1, total + 1):
-            by_stage[k] = metrics.psnr(image.rgb, decode_indices(weights, torch.from_numpy(idx[:k]), width, height))
-            if by_stage[k] >= psnr:
-                n = k
-                break
-        else:
-            note = f"no stage count reaches {psnr:g} dB (best {max(by_stage.values()):.2f} dB); used all {total}"
+        tried = {}
+
+        def short(q: int) -> bool:  # below the target: the answer is the next quality up
+            tried[q] = enc.adaptive(q)
+            by_quality[q] = metrics.psnr(image.rgb, decode_indices(weights, torch.from_numpy(tried[q].indices),
+                                                                   width, height))
+            return by_quality[q] < psnr
+
+        below = _search(short)
+        quality = 0 if below is None else below + 1
+        if quality > 100:
+            quality = 100
+            note = f"no quality reaches {psnr:g} dB (best {by_quality[100]:.2f} dB); used quality 100"
+        coded = tried[quality] if quality in tried else enc.adaptive(quality)
     else:
-        n = stages if stages is not None else weights.default_stages
-        rate = f"--stages {n}" if stages is not None else "default"
-    if bpp is None:  # only the stages kept are coded (each stage's code depends on earlier ones only)
-        payloads = stage_payloads(em, idx[:n], ideal)
-    data = frame(weights, payloads[:n], width, height, em, mode, alpha)
-    gh, gw = header.grid
+        rate = f"--quality {quality:g}" if quality is not None else "default"
+        quality = weights.default_quality if quality is None else quality
+        coded = enc.adaptive(quality)
+    n = len(coded.payloads)
     stats = []
     for s in range(n):
-        stats.append(StageCoding(s + 1, len(payloads[s]), 8 * len(payloads[s]) / (gh * gw),
-                                entropy_bits(np.bincount(idx[s].ravel())),
-                                ideal[s] / (gh * gw), int(np.unique(idx[s]).size)))
-    return CompressResult(data, width, height, mode, n, total, em.kind, stats, rate, note, by_stage)
+        kept = coded.indices[s][coded.indices[s] >= 0]
+        stats.append(StageCoding(s + 1, len(coded.payloads[s]), 8 * len(coded.payloads[s]) / kept.size,
+                                 entropy_bits(np.bincount(kept)), coded.ideal[s] / kept.size,
+                                 int(np.unique(kept).size), kept.size / coded.indices[s].size))
+    return CompressResult(coded.data, width, height, mode, n, total, em.kind, stats, rate, note,
+                          {q: by_quality[q] for q in sorted(by_quality)},
+                          None if stages is not None else float(quality),
+                          len(coded.stage_map) if coded.stage_map is not None else None)
 
 
 # -- decompress ---------------------------------------------------------------------------------
@@ -227,7 +311,7 @@ class DecodedImage:
     alpha: np.ndarray | None  # uint8 [H, W]
     header: vqz.Header
     stages: int  # stages decoded
-    indices: np.ndarray  # int64 [stages, h, w]
+    indices: np.ndarray  # int64 [stages, h, w], -1 where a stage map drops a stage
     truncated: bool = False  # the file held fewer stages than its header announced
 
     def to_pil(self):
@@ -269,11 +353,18 @@ def unpack(weights: Weights, data: bytes, stages: int | None = None, name: str =
     except VQError as e:
         raise VQError(f"{name}: {e}") from None
     grid = h.grid
-    for s in range(n):
-        em.check_payload(s, len(c.stage_chunks[s]), grid[0] * grid[1], name)
+    em.check_payload(0, len(c.stage_chunks[0]), grid[0] * grid[1], name)  # stage 1 covers every position
+    active: list[np.ndarray | None] = [None] * n
+    if c.stage_map is not None:
+        counts, block = stagemap.decode(c.stage_map, grid, h.stages, name)
+        per_position = stagemap.expand(counts, grid, block)
+        active = [None] + [per_position > s for s in range(1, n)]
+    for s in range(1, n):
+        em.check_payload(s, len(c.stage_chunks[s]), grid[0] * grid[1] if active[s] is None else
+                         int(active[s].sum()), name)
     out = np.empty((n, *grid), dtype=np.int64)
     for s in range(n):
-        out[s] = em.decode_stage(s, c.stage_chunks[s], grid, out[s - 1] if s else None, name)
+        out[s] = em.decode_stage(s, c.stage_chunks[s], grid, out[s - 1] if s else None, name, active[s])
     return c, out
 
 

@@ -181,8 +181,13 @@ def compress_table(info: dict[str, Any]):
     t.add_row("bytes", f"{info['input_bytes']:,} -> {info['output_bytes']:,}")
     t.add_row("bpp", f"{info['bpp']:.4f}")
     t.add_row("ratio", f"{info['ratio_raw_rgb']:.1f}x raw RGB, {info['ratio_input']:.1f}x input file")
-    t.add_row("stages", f"{info['stages']} of {info['model_stages']} ({info['rate']}), "
-                        f"{info['entropy_model']} entropy model")
+    if info["quality"] is None:
+        t.add_row("rate", f"{info['stages']} of {info['model_stages']} stages everywhere ({info['rate']}), "
+                          f"{info['entropy_model']} entropy model")
+    else:
+        t.add_row("rate", f"quality {info['quality']:g} ({info['rate']}): up to {info['stages']} of "
+                          f"{info['model_stages']} stages per block, stage map {info['stage_map_bytes']:,} bytes, "
+                          f"{info['entropy_model']} entropy model")
     if info.get("note"):
         t.add_row("note", info["note"])
     if "verify" in info:
@@ -191,30 +196,31 @@ def compress_table(info: dict[str, Any]):
         t.add_row("verify", f"PSNR {_fmt(v['psnr'])} dB, {extra}"
                   + ("" if v["alpha_exact"] is None else f", alpha exact: {v['alpha_exact']}"))
     s = Table(show_edge=False)
-    for col in ("stage", "bytes", "bits/index", "entropy", "cross-entropy", "codes used"):
+    for col in ("stage", "coverage", "bytes", "bits/index", "entropy", "cross-entropy", "codes used"):
         s.add_column(col, justify="right")
     for st in info["stage_stats"]:
-        s.add_row(str(st["stage"]), f"{st['bytes']:,}", f"{st['bits_per_index']:.3f}", f"{st['entropy']:.3f}",
-                  f"{st['cross_entropy']:.3f}", str(st["codes_used"]))
+        s.add_row(str(st["stage"]), f"{st['coverage']:.0%}", f"{st['bytes']:,}", f"{st['bits_per_index']:.3f}",
+                  f"{st['entropy']:.3f}", f"{st['cross_entropy']:.3f}", str(st["codes_used"]))
     return t, s
 
 
 def run_compress(inputs: list[str], output: str | None, weights_path: Path | None, device: str,
                  stages: int | None, bpp: float | None, psnr: float | None, force: bool, as_json: bool,
-                 verify: bool, n_jobs: int | None = None, max_pixels: int | None = MAX_PIXELS) -> int:
+                 verify: bool, n_jobs: int | None = None, max_pixels: int | None = MAX_PIXELS,
+                 quality: float | None = None) -> int:
     """Returns the exit code (0, or 1 when some file of a batch failed); n_jobs: worker processes
     (default: the available cores); max_pixels: larger images are refused (None: no limit)."""
     from .codec import check_rate
 
     check_max_pixels(max_pixels)
-    check_rate(stages, bpp, psnr)
+    check_rate(stages, bpp, psnr, quality=quality)
     jobs, batch = plan_compress(inputs, output)
     for j in jobs:
         _refuse_tty(j.dst)
     if as_json and any(j.dst == STDIO for j in jobs):
         raise UsageError("--json cannot be used while the compressed file goes to stdout")
-    check_rate(stages, bpp, psnr, _weights(weights_path, device).config.stages)
-    rate = {"stages": stages, "bpp": bpp, "psnr": psnr}
+    check_rate(stages, bpp, psnr, _weights(weights_path, device).config.stages, quality)
+    rate = {"stages": stages, "bpp": bpp, "psnr": psnr, "quality": quality}
     out = _console(stderr=any(j.dst == STDIO for j in jobs))
     make_one = functools.partial(compress_runner, weights_path, device, rate, force, verify, max_pixels)
     results, failed = run_jobs(jobs, batch, make_one, n_jobs)
@@ -366,10 +372,12 @@ def run_info(src: str, as_json: bool) -> int:
             ("entropy model", info["entropy_model"])]
     if info["alpha_bytes"] is not None:
         rows.append(("alpha chunk", f"{info['alpha_bytes']:,} bytes (zlib, lossless)"))
+    if info["stage_map_bytes"] is not None:
+        rows.append(("stage map", f"{info['stage_map_bytes']:,} bytes (stages kept per block of latent cells)"))
     for k, v in rows:
         t.add_row(k, str(v))
     s = Table(show_edge=False)
-    for col in ("stage", "bytes", "bits", "bits/index"):
+    for col in ("stage", "bytes", "bits", "bits/cell"):
         s.add_column(col, justify="right")
     for st in info["stages"]:
         s.add_row(str(st["stage"]), f"{st['bytes']:,}", f"{st['bits']:,}", f"{st['bits_per_index']:.3f}")

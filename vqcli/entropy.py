@@ -23,6 +23,11 @@ Two models, named in each file's header:
   is stored with the weights (``stats.context_experts``, a bit mask per stage); decoding runs
   along anti-diagonals, on which every up and left neighbour is already known, so each diagonal
   is one vectorised coder call. Needs ``stats.context_up`` and ``stats.context_left``.
+
+Absent indices: a negative index marks a position the stage does not cover (an adaptive rate,
+vqcli.stagemap). Such positions are not coded, and as a context they count as missing (the
+static table, or no neighbour). Stage 1 always covers every position; a stage's positions are
+a subset of the previous stage's, so the previous stage's code is known wherever it is needed.
 """
 
 from __future__ import annotations
@@ -124,14 +129,27 @@ class EntropyModel:
 
     def ideal_bits(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> float:
         """-sum log2 p of the stage's codes under this model (the size an ideal coder reaches)."""
-        ctx = self._contexts(stage, grid, prev).ravel()
-        sym = grid.ravel().astype(np.int64)
+        keep = coded(grid)
+        ctx = self._contexts(stage, grid, prev).ravel()[keep]
+        sym = grid.ravel()[keep].astype(np.int64)
         bits = 0.0
         for i in range(0, sym.size, BLOCK):
             f = self._freqs(stage, ctx[i:i + BLOCK])
             p = np.take_along_axis(f, sym[i:i + BLOCK, None], 1)[:, 0]
             bits += float(-np.log2(p / self.total).sum())
         return bits
+
+    def symbol_bits(self, indices: np.ndarray) -> np.ndarray:
+        """Bits of every index of indices [S, h, w] under the stage-to-stage tables alone (no
+        neighbours, which depend on what the stage map keeps): the stage map's rate estimate."""
+        idx = np.asarray(indices, dtype=np.int64)
+        out = np.empty(idx.shape, dtype=np.float64)
+        for s in range(idx.shape[0]):
+            ctx = EntropyModel._contexts(self, s, idx[s], idx[s - 1] if s else None)
+            static = self.static[s][idx[s]]
+            f = static if self.context is None else np.where(ctx < 0, static, self.context[s][np.maximum(ctx, 0), idx[s]])
+            out[s] = -np.log2(f / self.total)
+        return out
 
     # -- bounds on untrusted payloads ----------------------------------------------------------
     def min_symbol_bits(self, stage: int) -> float:
@@ -163,8 +181,9 @@ class EntropyModel:
         """Code one stage's indices [h, w] (raster order); prev = stage-1 indices for stage >= 1."""
         import constriction
 
-        ctx = self._contexts(stage, grid, prev).ravel()
-        sym = grid.ravel().astype(np.int32)
+        keep = coded(grid)
+        ctx = self._contexts(stage, grid, prev).ravel()[keep]
+        sym = grid.ravel()[keep].astype(np.int32)
         family = constriction.stream.model.Categorical(perfect=False)
         coder = constriction.stream.stack.AnsCoder()
         # ANS is a stack: code the blocks last to first so that they decode first to last.
@@ -176,40 +195,48 @@ class EntropyModel:
         return coder.get_compressed().astype("<u4").tobytes()
 
     def decode_stage(self, stage: int, payload: bytes, shape: tuple[int, int], prev: np.ndarray | None,
-                     name: str = "<input>") -> np.ndarray:
-        """Inverse of encode_stage -> int64 [h, w]."""
+                     name: str = "<input>", active: np.ndarray | None = None) -> np.ndarray:
+        """Inverse of encode_stage -> int64 [h, w]; active: bool [h, w], the positions the stage
+        covers (default all; -1 elsewhere)."""
         import constriction
 
         if len(payload) % 4:
             raise VQError(f"{name}: corrupt stage {stage + 1} chunk (length {len(payload)} is not whole words)")
         h, w = shape
-        self.check_payload(stage, len(payload), h * w, name)
+        if active is None:
+            active = np.ones((h, w), dtype=bool)
+        n = int(active.sum())
+        self.check_payload(stage, len(payload), n, name)
         family = constriction.stream.model.Categorical(perfect=False)
         try:
             coder = constriction.stream.stack.AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
-            out = np.empty((h, w), dtype=np.int64)
-            self._decode_symbols(stage, coder, family, out, prev)
+            out = np.full((h, w), -1, dtype=np.int64)
+            self._decode_symbols(stage, coder, family, out, prev, active)
             unfinished = not coder.is_empty()  # a valid stream ends exactly in the coder's start state
         except (ValueError, RuntimeError, AssertionError) as e:
             raise VQError(f"{name}: corrupt stage {stage + 1} chunk ({e})") from None
         if unfinished:
-            raise VQError(f"{name}: corrupt stage {stage + 1} chunk (its stream does not end with its {h * w} "
+            raise VQError(f"{name}: corrupt stage {stage + 1} chunk (its stream does not end with its {n} "
                           f"indices: surplus or missing words)")
         return out
 
-    def _decode_symbols(self, stage: int, coder, family, out: np.ndarray, prev: np.ndarray | None) -> None:
-        """Decode the stage's indices into out [h, w], in the order encode_stage coded them."""
+    def _decode_symbols(self, stage: int, coder, family, out: np.ndarray, prev: np.ndarray | None,
+                        active: np.ndarray) -> None:
+        """Decode the stage's indices into out [h, w] (-1 filled) at the active positions, in the
+        order encode_stage coded them."""
         h, w = out.shape
         if self.context is not None and stage == 0:
             # The up-neighbour context of a row is the row before it: decode row by row.
             for r in range(h):
                 ctx = out[r - 1] if r else np.full(w, -1, dtype=np.int64)
-                out[r] = coder.decode(family, self._probs(0, ctx))
+                cols = np.flatnonzero(active[r])
+                out[r, cols] = coder.decode(family, self._probs(0, ctx[cols]))
             return
-        ctx = self._contexts(stage, out, prev).ravel()
+        keep = np.flatnonzero(active)
+        ctx = self._contexts(stage, out, prev).ravel()[keep]
         flat = out.reshape(-1)
-        for i in range(0, flat.size, BLOCK):
-            flat[i:i + BLOCK] = coder.decode(family, self._probs(stage, ctx[i:i + BLOCK]))
+        for i in range(0, keep.size, BLOCK):
+            flat[keep[i:i + BLOCK]] = coder.decode(family, self._probs(stage, ctx[i:i + BLOCK]))
 
     def code_stage(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> tuple[bytes, float]:
         """encode_stage's payload and the stage's ideal_bits, from one pass over its tables."""
@@ -230,13 +257,14 @@ class EntropyModel:
         for s in range(indices.shape[0]):
             prev = indices[s - 1] if s else None
             flat = indices[s].reshape(-1)
-            need = self.min_payload_bits(s, flat.size)
+            keep = coded(indices[s])
+            need = self.min_payload_bits(s, keep.size)
             payload, bits = self.code_stage(s, indices[s], prev)
             tail = 1
             while 8 * len(payload) < need:
-                if tail > min(flat.size, MAX_TAIL):
+                if tail > min(keep.size, MAX_TAIL):
                     raise VQError(f"stage {s + 1} cannot be coded within the readers' bound")
-                flat[-tail:] = self.codebook - 1
+                flat[keep[-tail:]] = self.codebook - 1
                 payload, bits = self.code_stage(s, indices[s], prev)
                 tail *= 2
             out.append(payload)
@@ -326,20 +354,23 @@ class SpatialModel(EntropyModel):
 
     def freq_blocks(self, stage: int, grid: np.ndarray, prev: np.ndarray | None, order: np.ndarray | None = None,
                     reverse: bool = False):
-        """(start, frequencies [n, K]) of the positions in `order` (default raster), BLOCK positions
-        at a time, last block first with reverse: the encoder side, where every context is known
-        (memory bounded by BLOCK, whatever the image size)."""
-        experts = [(t, r, c.ravel() if order is None else c.ravel()[order]) for t, r, c in self._tables(stage, grid, prev)]
-        starts = range(0, grid.size, BLOCK)
+        """(start, frequencies [n, K]) of the raster positions in `order` (default all, in raster
+        order), BLOCK positions at a time, last block first with reverse: the encoder side, where
+        every context is known (memory bounded by BLOCK, whatever the image size)."""
+        if order is None:
+            order = np.arange(grid.size)
+        experts = [(t, r, c.ravel()[order]) for t, r, c in self._tables(stage, grid, prev)]
+        starts = range(0, order.size, BLOCK)
         for i in reversed(starts) if reverse else starts:
             yield i, self._product(stage, [(t, r, c[i:i + BLOCK]) for t, r, c in experts])
 
     def ideal_bits(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> float:
         if not self._neighbours(stage):
             return super().ideal_bits(stage, grid, prev)
-        sym = grid.reshape(-1, 1).astype(np.int64)
+        keep = coded(grid)
+        sym = grid.reshape(-1, 1)[keep].astype(np.int64)
         bits = 0.0
-        for i, f in self.freq_blocks(stage, grid, prev):
+        for i, f in self.freq_blocks(stage, grid, prev, keep):
             p = np.take_along_axis(f, sym[i:i + BLOCK], 1)[:, 0]
             bits += float(-np.log2(p / self.total).sum())
         return bits
@@ -362,6 +393,7 @@ class SpatialModel(EntropyModel):
         if not self._neighbours(stage):
             return super().code_stage(stage, grid, prev)
         order = _diagonal_order(*grid.shape)
+        order = order[grid.ravel()[order] >= 0]
         sym = grid.ravel()[order].astype(np.int64)
         family = constriction.stream.model.Categorical(perfect=False)
         coder = constriction.stream.stack.AnsCoder()
@@ -373,16 +405,20 @@ class SpatialModel(EntropyModel):
             bits += float(-np.log2(np.take_along_axis(f, block[:, None], 1)[:, 0] / self.total).sum())
         return coder.get_compressed().astype("<u4").tobytes(), bits
 
-    def _decode_symbols(self, stage: int, coder, family, out: np.ndarray, prev: np.ndarray | None) -> None:
+    def _decode_symbols(self, stage: int, coder, family, out: np.ndarray, prev: np.ndarray | None,
+                        active: np.ndarray) -> None:
         if not self._neighbours(stage):
-            return super()._decode_symbols(stage, coder, family, out, prev)
+            return super()._decode_symbols(stage, coder, family, out, prev, active)
         h, w = out.shape
-        out.fill(-1)
         padded = np.full((h + 1, w + 1), -1, dtype=np.int64)  # row 0 and column 0: "no neighbour"
         mask = self._experts(stage)
         for d in range(h + w - 1):
             ys = np.arange(max(0, d - w + 1), min(h, d + 1))
             xs = d - ys
+            on = active[ys, xs]
+            ys, xs = ys[on], xs[on]
+            if not ys.size:
+                continue
             experts = []
             if mask & PREV:
                 experts.append((self.context[stage], None, prev[ys, xs].astype(np.int64)))
@@ -394,6 +430,11 @@ class SpatialModel(EntropyModel):
             sym = coder.decode(family, probs)
             out[ys, xs] = sym
             padded[ys + 1, xs + 1] = sym
+
+
+def coded(grid: np.ndarray) -> np.ndarray:
+    """Raster positions of the indices a stage codes: all but the absent (negative) ones."""
+    return np.flatnonzero(grid.ravel() >= 0)
 
 
 @functools.lru_cache(maxsize=8)

@@ -2,8 +2,9 @@
 
 Every codec is measured the same way: real file sizes (headers included) over the image's
 pixel count, PSNR and MS-SSIM of the decoded 8-bit RGB against the original, and wall-clock
-encode and decode time per image. Curves are means over the images at each setting (number
-of stages for vq, quality for the others), and BD-rates compare those mean curves.
+encode and decode time per image. Curves are means over the images at each setting (quality
+for vq and the others, the number of stages for `vq --stages`, uniform stages without a stage
+map), and BD-rates compare those mean curves.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ CLASSICAL: dict[str, Classical] = {
                       lambda q: {"quality": q, "speed": 6, "subsampling": "4:2:0"}),
 }
 FIELDS = ("bpp", "psnr", "ms_ssim", "encode_ms", "decode_ms")
+VQ_QUALITIES = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
+UNIFORM = "vq-stages"  # the codec name of vq with uniform stages (--stages)
+LABELS = {"vq": "vq", UNIFORM: "vq --stages"}
 
 
 @dataclass
@@ -65,11 +69,11 @@ class Tally:
 
 
 def parse_codecs(text: str) -> list[str]:
-    """'jpeg,webp,avif' -> known, available codec names (AVIF without Pillow support is skipped)."""
+    """'vq-stages,jpeg,webp,avif' -> known codec names (vq itself is always measured)."""
     names = [c.strip().lower() for c in text.split(",") if c.strip()]
-    unknown = [c for c in names if c not in CLASSICAL]
+    unknown = [c for c in names if c not in CLASSICAL and c != UNIFORM]
     if unknown:
-        raise UsageError(f"codecs: unknown codec {unknown[0]!r} (choose from {', '.join(CLASSICAL)})",
+        raise UsageError(f"codecs: unknown codec {unknown[0]!r} (choose from {UNIFORM}, {', '.join(CLASSICAL)})",
                          params=("codecs",))
     return list(dict.fromkeys(names))
 
@@ -77,7 +81,7 @@ def parse_codecs(text: str) -> list[str]:
 def codec_available(name: str) -> bool:
     from PIL import features
 
-    return name == "jpeg" or bool(features.check(name))  # "webp" and "avif" are Pillow modules
+    return name in ("jpeg", UNIFORM) or bool(features.check(name))  # "webp" and "avif" are Pillow modules
 
 
 def _score(orig: np.ndarray, rec: np.ndarray, tally: Tally) -> tuple[float, float]:
@@ -87,28 +91,26 @@ def _score(orig: np.ndarray, rec: np.ndarray, tally: Tally) -> tuple[float, floa
     return psnr(orig, rec), m
 
 
-def vq_points(weights, rgb: np.ndarray, tally: Tally) -> list[Point]:
-    """All stage counts of one image: encode and entropy-code every stage once, then frame and
-    decode every prefix (a stage's payload depends only on the stages before it)."""
+def vq_points(weights, rgb: np.ndarray, tally: Tally, uniform: bool = False) -> list[Point]:
+    """One image at every quality of VQ_QUALITIES (or, uniform, every stage count): the encoder
+    runs once; each point's encode time is that plus coding at its setting."""
     from . import codec
+    from .images import LoadedImage
 
     h, w = rgb.shape[:2]
     t0 = time.perf_counter()
-    idx = codec.encode_indices(weights, rgb).numpy()
-    em = codec.entropy_model(weights)
-    payloads, t_coded = [], []
-    for s in range(idx.shape[0]):
-        payloads.append(em.encode_stage(s, idx[s], idx[s - 1] if s else None))
-        t_coded.append(time.perf_counter() - t0)  # a compress to s stages: the encoder, then s stages coded
+    enc = codec.Encoder(weights, codec.entropy_model(weights), LoadedImage(rgb, None, "RGB"), "RGB")
+    t_model = time.perf_counter() - t0
     out = []
-    for s in range(1, idx.shape[0] + 1):
-        data = codec.frame(weights, payloads[:s], w, h, em)
-        t_enc = t_coded[s - 1]
+    for setting in range(1, weights.config.stages + 1) if uniform else VQ_QUALITIES:
+        t0 = time.perf_counter()
+        data = (enc.uniform(setting) if uniform else enc.adaptive(setting)).data
+        t_enc = t_model + time.perf_counter() - t0
         t0 = time.perf_counter()
         rec = codec.decompress(weights, data).rgb
         t_dec = time.perf_counter() - t0
         p, m = _score(rgb, rec, tally)
-        out.append(Point(s, len(data) * 8 / (h * w), p, m, t_enc * 1e3, t_dec * 1e3))
+        out.append(Point(setting, len(data) * 8 / (h * w), p, m, t_enc * 1e3, t_dec * 1e3))
     return out
 
 
@@ -189,7 +191,7 @@ def evaluate(weights, folder: Path, codecs: list[str], limit: int | None = None,
         if codec_available(c):
             active.append(c)
         else:
-            tally.notes.append(f"{CLASSICAL[c].label} skipped: this Pillow has no {c.upper()} support")
+            tally.notes.append(f"{label(c)} skipped: this Pillow has no {c.upper()} support")
     per_codec: dict[str, list[list[Point]]] = {c: [] for c in ["vq", *active]}
     per_image = []
     pixels = 0
@@ -203,12 +205,12 @@ def evaluate(weights, folder: Path, codecs: list[str], limit: int | None = None,
             entry: dict[str, Any] = {"file": str(path.relative_to(folder)), "width": rgb.shape[1],
                                      "height": rgb.shape[0], "points": {}}
             for c in per_codec:
-                pts = vq_points(weights, rgb, tally) if c == "vq" else classical_points(c, rgb, tally)
+                pts = vq_points(weights, rgb, tally, c == UNIFORM) if c in LABELS else classical_points(c, rgb, tally)
                 per_codec[c].append(pts)
                 entry["points"][c] = [p.row() for p in pts]
             per_image.append(entry)
             bar.advance(task)
-    curves = {c: mean_curve(v, "stages" if c == "vq" else "quality") for c, v in per_codec.items()}
+    curves = {c: mean_curve(v, settings(c)) for c, v in per_codec.items()}
     if tally.single_scale:
         tally.notes.append(f"{tally.single_scale} of {sum(len(v[0]) for v in per_codec.values()) * len(files)} "
                            f"scores used single-scale SSIM: images with a side under {MSSSIM_MIN_SIDE} px "
@@ -220,15 +222,23 @@ def evaluate(weights, folder: Path, codecs: list[str], limit: int | None = None,
         "stages": weights.config.stages, "codebook_size": weights.config.codebook_size,
         "bd_rate_interpolation": BD_INTERPOLATION,
         "bd_rate_quality": {"psnr": "PSNR (dB, 8-bit RGB)", "ms_ssim": "MS-SSIM in dB, -10 log10(1 - MS-SSIM)"},
-        "codecs": {c: {"label": "vq" if c == "vq" else CLASSICAL[c].label,
-                       "settings": "stages" if c == "vq" else "quality",
-                       **({} if c == "vq" else {"options": CLASSICAL[c].options(0) | {"quality": "swept"}}),
+        "codecs": {c: {"label": label(c), "settings": settings(c),
+                       **({} if c in LABELS else {"options": CLASSICAL[c].options(0) | {"quality": "swept"}}),
                        "curve": curves[c]} for c in curves},
         "bd_rate": bd_rates(curves),
         "notes": tally.notes,
         "per_image_fields": ["setting", *FIELDS],
         "per_image": per_image,
     }
+
+
+def label(codec: str) -> str:
+    return LABELS[codec] if codec in LABELS else CLASSICAL[codec].label
+
+
+def settings(codec: str) -> str:
+    """What a codec's curve sweeps."""
+    return "stages" if codec == UNIFORM else "quality"
 
 
 def _coverage_notes(curves: dict[str, list[dict[str, float]]], tally: Tally) -> None:
@@ -238,7 +248,7 @@ def _coverage_notes(curves: dict[str, list[dict[str, float]]], tally: Tally) -> 
             continue
         clo, chi = min(r["bpp"] for r in rows), max(r["bpp"] for r in rows)
         if clo > lo or chi < hi:
-            tally.notes.append(f"{CLASSICAL[c].label} sweep spans {clo:.3f}-{chi:.3f} bpp, vq {lo:.3f}-{hi:.3f} bpp: "
+            tally.notes.append(f"{label(c)} sweep spans {clo:.3f}-{chi:.3f} bpp, vq {lo:.3f}-{hi:.3f} bpp: "
                                "BD-rates use the overlapping quality range only")
 
 

@@ -4,7 +4,7 @@ No torch import, so `vq info` is instant. All integers are little-endian.
 
     header (42 bytes, fixed):
         magic        8   b"\\x89VQZ\\r\\n\\x1a\\n" (PNG-style: catches text-mode mangling)
-        version      u8  FORMAT_VERSION
+        version      u8  1: every position keeps the same stages; 2: a stage map chunk follows
         mode         u8  0 RGB, 1 RGBA, 2 L (grey), 3 LA  (alpha modes carry an alpha chunk)
         entropy      u8  entropy model of the stage chunks (0 static prior, 1 context model, 2 spatial)
         factor       u8  model downsampling factor f
@@ -18,10 +18,12 @@ No torch import, so `vq info` is instant. All integers are little-endian.
         model_id     8   the weights' model id (16 hex chars as 8 raw bytes)
         reserved     2   zero
         header_crc   u32 CRC32 of the 38 bytes before it
-    then chunks, each:  type u8 (b"A" alpha, b"S" stage), index u8, length u32, crc u32 (CRC32
-    of type, index, length and payload), payload.  The alpha chunk (zlib of the H*W alpha
-    plane, lossless) comes first, then the stage chunks in stage order, so that a file cut
-    at a chunk boundary after stage k still holds a decodable stage-k image.
+    then chunks, each:  type u8 (b"A" alpha, b"M" stage map, b"S" stage), index u8, length u32,
+    crc u32 (CRC32 of type, index, length and payload), payload.  The alpha chunk (zlib of the
+    H*W alpha plane, lossless) comes first, then in version 2 the stage map (how many stages
+    each block of latent cells keeps: vqcli.stagemap), then the stage chunks in stage order, so
+    that a file cut at a chunk boundary after stage k still holds a decodable stage-k image.
+    Version 2 exists so that a vq that predates stage maps refuses such a file by its version.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from .errors import VQError
 from .limits import MAX_SIDE
 
 MAGIC = b"\x89VQZ\r\n\x1a\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this vq reads and writes; uniform files are still written as 1
+UNIFORM_VERSION = 1
 MODES = ("RGB", "RGBA", "L", "LA")
 ENTROPY_MODELS = ("static", "context", "spatial")
 MAX_STAGES = 255
@@ -57,7 +60,11 @@ class Header:
     stages: int  # stage chunks the file says it stores
     codebook: int
     entropy: str = "static"  # one of ENTROPY_MODELS
-    version: int = FORMAT_VERSION
+    version: int = UNIFORM_VERSION
+
+    @property
+    def has_stage_map(self) -> bool:
+        return self.version >= 2
 
     @property
     def has_alpha(self) -> bool:
@@ -80,8 +87,9 @@ class Container:
     header: Header
     stage_chunks: list[bytes]  # complete stage payloads present, in order (may be fewer than header.stages)
     alpha: bytes | None = None  # the zlib alpha payload
-    chunk_sizes: list[tuple[str, int]] = field(default_factory=list)  # ("alpha"|"stage k", bytes incl. head)
+    chunk_sizes: list[tuple[str, int]] = field(default_factory=list)  # ("alpha"|"stage map"|"stage k", bytes incl. head)
     truncated: bool = False  # the file ends at a chunk boundary before all stages
+    stage_map: bytes | None = None  # the stage map payload (version 2)
 
     @property
     def stages_available(self) -> int:
@@ -112,6 +120,12 @@ def max_stage_bytes(h: Header) -> int:
     return 3 * gh * gw + 64
 
 
+def max_map_bytes(h: Header) -> int:
+    """Upper bound on a stage map chunk: a u8, a u16 per stage, at most 16 bits per flag."""
+    gh, gw = h.grid
+    return 1 + 2 * h.stages + 2 * gh * gw * (h.stages - 1) + 64
+
+
 def max_alpha_bytes(h: Header) -> int:
     """zlib's worst-case expansion of the H*W alpha plane, with margin."""
     n = h.width * h.height
@@ -124,17 +138,22 @@ def _chunk(kind: bytes, index: int, payload: bytes) -> bytes:
     return head + struct.pack("<I", crc) + payload
 
 
-def write(header: Header, stage_payloads: list[bytes], alpha_payload: bytes | None = None) -> bytes:
-    """Serialise a header and its chunks (header.stages must equal len(stage_payloads))."""
+def write(header: Header, stage_payloads: list[bytes], alpha_payload: bytes | None = None,
+          stage_map: bytes | None = None) -> bytes:
+    """Serialise a header and its chunks (header.stages must equal len(stage_payloads); a stage
+    map makes the file version 2)."""
     check_header(header, "<output>")
     if header.stages != len(stage_payloads) or header.has_alpha != (alpha_payload is not None):
         raise ValueError("header does not match the chunks given")
-    head = _HEAD.pack(MAGIC, header.version, MODES.index(header.mode), ENTROPY_MODELS.index(header.entropy),
+    version = FORMAT_VERSION if stage_map is not None else UNIFORM_VERSION
+    head = _HEAD.pack(MAGIC, version, MODES.index(header.mode), ENTROPY_MODELS.index(header.entropy),
                       header.factor, header.model_stages, header.stages, header.width, header.height,
                       header.grid[1], header.grid[0], header.codebook, bytes.fromhex(header.model_id), b"\0\0")
     parts = [head, struct.pack("<I", zlib.crc32(head))]
     if alpha_payload is not None:
         parts.append(_chunk(b"A", 0, alpha_payload))
+    if stage_map is not None:
+        parts.append(_chunk(b"M", 0, stage_map))
     parts += [_chunk(b"S", k, p) for k, p in enumerate(stage_payloads)]
     return b"".join(parts)
 
@@ -145,9 +164,9 @@ def read_header(data: bytes, name: str = "<input>") -> Header:
         if len(data) < len(MAGIC) and MAGIC.startswith(data) and data:
             raise VQError(f"{name}: truncated at byte {len(data)} (inside the header)")
         raise VQError(f"{name}: not a vqz file (bad magic bytes)")
-    if len(data) > len(MAGIC) and data[len(MAGIC)] != FORMAT_VERSION:
+    if len(data) > len(MAGIC) and not UNIFORM_VERSION <= data[len(MAGIC)] <= FORMAT_VERSION:
         raise VQError(f"{name}: unsupported vqz format version {data[len(MAGIC)]} (this vq reads "
-                      f"version {FORMAT_VERSION})")
+                      f"versions {UNIFORM_VERSION} to {FORMAT_VERSION})")
     if len(data) < HEADER_SIZE:
         raise VQError(f"{name}: truncated at byte {len(data)} (inside the {HEADER_SIZE}-byte header)")
     (_, version, mode, entropy, factor, model_stages, stages, width, height, grid_w, grid_h, codebook, mid,
@@ -171,21 +190,23 @@ def read(data: bytes, name: str = "<input>") -> Container:
     (truncated) prefix; any other cut, a bad CRC or a misplaced chunk is an error."""
     h = read_header(data, name)
     pos = HEADER_SIZE
-    alpha = None
+    alpha = stage_map = None
     stages: list[bytes] = []
     sizes: list[tuple[str, int]] = []
-    expected = ([("A", 0)] if h.has_alpha else []) + [("S", k) for k in range(h.stages)]
+    expected = ([("A", 0)] if h.has_alpha else []) + ([("M", 0)] if h.has_stage_map else []) + \
+        [("S", k) for k in range(h.stages)]
+    labels = {"A": "alpha", "M": "stage map"}
     for kind, index in expected:
-        label = "alpha chunk" if kind == "A" else f"stage {index + 1} chunk"
+        label = f"{labels[kind]} chunk" if kind in labels else f"stage {index + 1} chunk"
         if pos == len(data) and kind == "S" and index > 0:
-            return Container(h, stages, alpha, sizes, truncated=True)
+            return Container(h, stages, alpha, sizes, truncated=True, stage_map=stage_map)
         if pos + CHUNK_HEAD_SIZE > len(data):
             raise VQError(f"{name}: truncated at byte {len(data)} (inside the {label} header at byte {pos})")
         ckind, cindex, length, crc = _CHUNK.unpack_from(data, pos)
         if ckind != kind.encode() or cindex != index:
             raise VQError(f"{name}: corrupt file (expected the {label} at byte {pos}, found "
                           f"{ckind!r} #{cindex})")
-        limit = max_alpha_bytes(h) if kind == "A" else max_stage_bytes(h)
+        limit = {"A": max_alpha_bytes, "M": max_map_bytes}.get(kind, max_stage_bytes)(h)
         if length > limit:
             raise VQError(f"{name}: corrupt file ({label} claims {length} bytes, at most {limit} possible)")
         start = pos + CHUNK_HEAD_SIZE
@@ -196,13 +217,15 @@ def read(data: bytes, name: str = "<input>") -> Container:
             raise VQError(f"{name}: CRC mismatch in the {label}")
         if kind == "A":
             alpha = payload
+        elif kind == "M":
+            stage_map = payload
         else:
             stages.append(payload)
-        sizes.append(("alpha" if kind == "A" else f"stage {index + 1}", CHUNK_HEAD_SIZE + length))
+        sizes.append((labels.get(kind, f"stage {index + 1}"), CHUNK_HEAD_SIZE + length))
         pos = start + length
     if pos != len(data):
         raise VQError(f"{name}: corrupt file ({len(data) - pos} unexpected bytes after the last chunk)")
-    return Container(h, stages, alpha, sizes)
+    return Container(h, stages, alpha, sizes, stage_map=stage_map)
 
 
 def pack_alpha(alpha) -> bytes:
@@ -231,6 +254,7 @@ def info(data: bytes, name: str = "<input>") -> dict:
     c = read(data, name)
     h = c.header
     gh, gw = h.grid
+    # bits_per_index: per latent cell (with a stage map, a stage codes fewer indices than cells)
     stages = [{"stage": k + 1, "bytes": len(p), "bits": 8 * len(p), "bits_per_index": 8 * len(p) / (gh * gw)}
               for k, p in enumerate(c.stage_chunks)]
     return {
@@ -239,6 +263,7 @@ def info(data: bytes, name: str = "<input>") -> dict:
         "padding": list(h.padding), "codebook_size": h.codebook, "model_stages": h.model_stages,
         "stages_stored": h.stages, "stages_present": c.stages_available, "truncated": c.truncated,
         "entropy_model": h.entropy, "alpha_bytes": len(c.alpha) if c.alpha is not None else None,
+        "stage_map_bytes": len(c.stage_map) if c.stage_map is not None else None,
         "bpp": 8 * len(data) / (h.width * h.height), "chunks": [{"chunk": n, "bytes": b} for n, b in c.chunk_sizes],
         "stages": stages,
     }

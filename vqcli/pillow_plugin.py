@@ -2,26 +2,24 @@
 
     Image.open("photo.vqz")                 # reads the 42-byte header: size and mode
     im.load()                               # decodes (the model loads here, on first use)
-    im.save("photo.vqz", stages=4)          # or quality=, bpp=, psnr=, weights=, device=
+    im.save("photo.vqz", quality=60)        # or bpp=, psnr=, stages=, weights=, device=
 
 Opening reads only the header, so `Image.open(...).size` costs no model; pixels are decoded on
 load() by a Pillow decoder that reads the whole file and decodes it with vqcli.decompress (the
 model found from the model id in the header). Saving goes through vqcli.compress.
 
-quality (1-100), for code written against JPEG-style options, maps linearly onto the stage count
-S of the model: stages = ceil(quality * S / 100), at least 1; with the shipped 12-stage model
-quality 33 is 4 stages (its default rate), 50 is 6, 75 is 9 and 100 is all 12.
+quality is vq's own quality (0-100, vqcli.compress), so code written against JPEG-style options
+works; like JPEG's, the numbers are not comparable across codecs.
 """
 
 from __future__ import annotations
 
-import math
-from typing import IO, Any
+from typing import IO
 
 from PIL import Image, ImageFile
 
 from . import format as vqz
-from .errors import UsageError, VQError
+from .errors import VQError
 
 FORMAT = "VQZ"
 EXTENSION = ".vqz"
@@ -73,24 +71,10 @@ class VqzDecoder(ImageFile.PyDecoder):
         return -1, 0
 
 
-def quality_to_stages(quality: float, total: int) -> int:
-    """JPEG-style quality 1-100 -> stages: ceil(quality * total / 100), clamped to 1..total."""
-    if not 0 <= quality <= 100:
-        raise UsageError(f"quality {quality:g}: expected 0 to 100", params=("quality",))
-    return max(1, min(total, math.ceil(quality * total / 100)))
-
-
 def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
-    from .api import compress, load_model
+    from .api import compress
 
-    opts: dict[str, Any] = {k: im.encoderinfo.get(k) for k in SAVE_OPTIONS}
-    quality = opts.pop("quality")
-    if quality is not None:
-        if any(opts[k] is not None for k in ("stages", "bpp", "psnr")):
-            raise UsageError("choose at most one of quality, stages, bpp and psnr",
-                             params=("quality", "stages", "bpp", "psnr"))
-        opts["stages"] = quality_to_stages(quality, load_model(opts["weights"], opts["device"]).config.stages)
-    fp.write(compress(im, **opts))
+    fp.write(compress(im, **{k: im.encoderinfo.get(k) for k in SAVE_OPTIONS}))
 
 
 def register() -> None:

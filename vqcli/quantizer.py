@@ -263,10 +263,17 @@ class ResidualVQ(nn.Module):
         return [layer._codes() for layer in self.layers]
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
-        """Sum of the stage vectors for indices [..., S'] (any prefix of the stages) -> [..., D]."""
+        """Sum of the stage vectors for indices [..., S'] (any prefix of the stages) -> [..., D].
+
+        A negative index means the stage is absent at that position (a per-position prefix, as
+        quantizer dropout trained and vqcli.stagemap codes): it adds nothing."""
         if indices.shape[-1] > self.n_stages:
             raise ValueError(f"{indices.shape[-1]} stages given, the model has {self.n_stages}")
-        out = self.layers[0].lookup(indices[..., 0])
-        for s in range(1, indices.shape[-1]):
-            out = out + self.layers[s].lookup(indices[..., s])
+        out = None
+        for s in range(indices.shape[-1]):
+            idx = indices[..., s]
+            v = self.layers[s].lookup(idx.clamp(min=0))
+            if bool((idx < 0).any()):
+                v = v * (idx >= 0).unsqueeze(-1).to(v.dtype)
+            out = v if out is None else out + v
         return out

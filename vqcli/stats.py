@@ -86,11 +86,12 @@ def codebook_stats(histogram: Any, code_distance: Any = None) -> list[StageStats
 
 
 def file_histogram(indices: Any, codebook_size: int) -> np.ndarray:
-    """Histogram [S', K] of indices [S', h, w] (e.g. the stages stored in one .vqz file)."""
+    """Histogram [S', K] of indices [S', h, w] (e.g. the stages stored in one .vqz file; absent
+    indices, -1 where a stage map drops a stage, are not counted)."""
     idx = to_numpy(indices).astype(np.int64)
     if idx.ndim != 3:
         raise ValueError(f"expected indices [S, h, w], got shape {idx.shape}")
-    return np.stack([np.bincount(idx[s].ravel(), minlength=codebook_size)[:codebook_size]
+    return np.stack([np.bincount(idx[s][idx[s] >= 0], minlength=codebook_size)[:codebook_size]
                      for s in range(idx.shape[0])]) if idx.shape[0] else np.zeros((0, codebook_size), np.int64)
 
 

@@ -136,8 +136,9 @@ def _with_fallback(h: int, w: int, tile: int, halo: int, run: Callable[[Tile], N
 # -- encode / decode --------------------------------------------------------------------------------
 @torch.no_grad()
 def encode(model, rgb: np.ndarray, tile: int | None = None,
-           progress: Callable[[float], None] | None = None) -> torch.Tensor:
-    """uint8 [H, W, 3] -> int64 [S, ceil(H/f), ceil(W/f)] (bottom/right replicate-padded), tile by tile."""
+           progress: Callable[[float], None] | None = None, errors: bool = False):
+    """uint8 [H, W, 3] -> int64 [S, ceil(H/f), ceil(W/f)] (bottom/right replicate-padded), tile by tile;
+    with errors, (indices, float32 [S, h, w] squared latent residual after each stage)."""
     from .data import pad_to_multiple, to_tensor
 
     cfg: ModelConfig = model.cfg
@@ -146,6 +147,7 @@ def encode(model, rgb: np.ndarray, tile: int | None = None,
     height, width = rgb.shape[:2]
     h, w = -(-height // f), -(-width // f)
     out = torch.empty((cfg.stages, h, w), dtype=torch.int64)
+    err = torch.empty((cfg.stages, h, w), dtype=torch.float32) if errors else None
     halo = receptive_field(cfg).encoder_halo
 
     def run(t: Tile) -> None:
@@ -154,10 +156,13 @@ def encode(model, rgb: np.ndarray, tile: int | None = None,
         x = to_tensor(rgb[a0 * f:min(height, a1 * f), b0 * f:min(width, b1 * f)]).to(device)
         x, _ = pad_to_multiple(x, f)  # only a tile on the bottom/right edge needs it: same rows as untiled
         z = model.latent(x)[..., y0 - a0:y1 - a0, x0 - b0:x1 - b0]  # the halo is not quantized
-        out[:, y0:y1, x0:x1] = model.quantize(z)[0][0].cpu()
+        idx, e = model.quantize(z)
+        out[:, y0:y1, x0:x1] = idx[0].cpu()
+        if err is not None:
+            err[:, y0:y1, x0:x1] = e[0].cpu()
 
     _with_fallback(h, w, tile or default_tile(device), halo, run, progress)
-    return out
+    return (out, err) if errors else out
 
 
 @torch.no_grad()

@@ -6,8 +6,9 @@ Layout of a release file:
   which the codec derives its entropy-coding prior; other ``stats.*`` tensors may follow;
 - metadata (all strings): ``format`` = "vqcli-weights", ``format_version``, ``config``
   (ModelConfig JSON), ``model_id`` (hash of every tensor), ``training`` (JSON summary) and,
-  optionally, ``default_stages``: the rate `vq compress` uses without a rate flag, chosen for a
-  release by measurement (set_default_stages); without it, rule_default_stages.
+  optionally, ``default_quality``: the rate `vq compress` uses without a rate flag, chosen for a
+  release by measurement (set_default_quality); without it, vqcli.stagemap.DEFAULT_QUALITY.
+  (Releases before stage maps named ``default_stages``, a uniform stage count; it is ignored.)
 
 No pickle anywhere: checkpoints for resuming training use the same container (see train.py).
 """
@@ -26,6 +27,7 @@ import torch
 from .config import ModelConfig
 from .errors import UsageError, VQError
 from .fileio import atomic_output, read_file
+from .stagemap import check_quality
 from .weightspath import (  # noqa: F401  (re-exported: the lookup lives in the torch-free weightspath)
     DEFAULT_WEIGHTS,
     WEIGHTS_PATH_ENV,
@@ -52,21 +54,19 @@ class Weights:
     stats: dict[str, torch.Tensor]
     training: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
-    named_default: int | None = None  # the file's default_stages metadata, if any
+    named_default: float | None = None  # the file's default_quality metadata, if any
 
     @property
-    def default_stages(self) -> int:
-        """The stages `vq compress` keeps without a rate flag."""
-        return self.named_default or rule_default_stages(self.config.stages)
+    def default_quality(self) -> float:
+        """The quality `vq compress` codes at without a rate flag."""
+        from .stagemap import DEFAULT_QUALITY
+
+        return DEFAULT_QUALITY if self.named_default is None else self.named_default
 
     @property
     def histogram(self) -> torch.Tensor:
         return self.stats["histogram"]
 
-
-def rule_default_stages(total: int) -> int:
-    """The default rate of weights that name none: ceil(0.6 * S) stages, a middle rate (2 of 3)."""
-    return max(1, min(total, math.ceil(0.6 * total)))
 
 
 def model_id_of(tensors: dict[str, torch.Tensor]) -> str:
@@ -214,22 +214,26 @@ def load_weights(path: Path | str | None = None, device: str | torch.device = "c
         training = json.loads(meta.get("training", "{}"))
     except ValueError:
         training = {}
-    default = meta.get("default_stages")
-    if default is not None and not (default.isdigit() and 1 <= int(default) <= config.stages):
-        raise VQError(f"{path}: bad default_stages {default!r} in metadata (the model has stages 1 to {config.stages})")
+    default = meta.get("default_quality")
+    if default is not None:
+        try:
+            default = float(default)
+            check_quality(default)
+        except (ValueError, VQError):
+            raise VQError(f"{path}: bad default_quality {meta['default_quality']!r} in metadata "
+                          f"(expected 0 to 100)") from None
     model.to(dev).eval()
-    return Weights(model, config, mid, stats, training, path, int(default) if default else None)
+    return Weights(model, config, mid, stats, training, path, default)
 
 
-def set_default_stages(path: Path | str, n: int, out: Path | str | None = None) -> None:
-    """Record the default rate (stages) in a weights file's metadata; tensors and model id are kept.
-    Written atomically to `out` (default: in place)."""
+def set_default_quality(path: Path | str, quality: float, out: Path | str | None = None) -> None:
+    """Record the default rate (a quality, 0..100) in a weights file's metadata; tensors and model
+    id are kept. Written atomically to `out` (default: in place)."""
     from safetensors.torch import save
 
     path = Path(path)
     tensors, meta = read_safetensors(path)
-    stages = parse_config(path, meta).stages
-    if not 1 <= n <= stages:
-        raise VQError(f"{path}: default stages must be 1 to {stages}, not {n}")
+    parse_config(path, meta)
+    check_quality(quality)
     with atomic_output(Path(out) if out is not None else path) as f:
-        f.write(save(tensors, metadata={**meta, "default_stages": str(n)}))
+        f.write(save(tensors, metadata={**meta, "default_quality": f"{quality:g}"}))

@@ -1,0 +1,161 @@
+"""Adaptive rate: each block of latent cells keeps its own number of RVQ stages.
+
+Quantizer dropout trained the decoder on latents in which every position keeps its own prefix of
+the stages, so a file may give each block of BLOCK x BLOCK latent cells (16 x 16 pixels at f8)
+its own stage count: a flat sky keeps one or two stages, foliage keeps nine. The encoder picks,
+per block, the count n that minimises D(n) + lambda * R(n): D is the squared latent residual the
+greedy RVQ leaves after n stages (the quantizer's own error, so no decoder pass is needed) and R
+the bits of the block's first n indices under the entropy model's stage-to-stage tables. lambda
+follows from the quality (see lam).
+
+On the shipped model (6 val photos, runs-free reproduction in tools/measure_stagemap.py) this
+takes 16-22 % off the file at the PSNR of 2-8 uniform stages, the map included; blocks of one
+cell would save more bits on indices but lose them on the map.
+
+The map, one chunk of a format-2 file (vqcli.format): u8 block side, one u16 probability per
+stage boundary, then an ANS stream of one flag per block and stage boundary s ("does this block
+keep stage s + 1?") for the blocks that kept stage s, raster order, stage by stage. A
+probability q codes flags as p(1) = q / 65536; q = 0 means no block continues and q = 65535
+every block (no flags coded). Integer tables only, as everywhere in the coder.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+
+from .errors import UsageError, VQError
+
+BLOCK = 2  # block side in latent cells
+MAX_BLOCK = 64
+ONE = 1 << 16  # probability scale of the flags
+NONE, ALL = 0, ONE - 1  # the two probabilities that code no flags
+QUALITY_RANGE = (0.0, 100.0)
+DEFAULT_QUALITY = 35.0
+"""The rate of `vq compress` without a rate flag, for weights that name none (calibrated on train
+photos to about the size of the former default, 4 uniform stages; see weights/README.md)."""
+
+
+def lam(quality: float) -> float:
+    """The Lagrange multiplier (squared latent distance per bit) of a quality in 0..100: three
+    decades, from 10^-1.5 (quality 0: one stage nearly everywhere, about 0.09 bpp with the
+    shipped model) to 10^-4.5 (quality 100: nearly every stage everywhere)."""
+    return 10.0 ** (-1.5 - 3 * quality / 100)
+
+
+def check_quality(quality: float) -> None:
+    lo, hi = QUALITY_RANGE
+    if not (lo <= quality <= hi):
+        raise UsageError(f"quality {quality:g}: expected {lo:g} to {hi:g}", params=("quality",))
+
+
+def _block_sums(a: np.ndarray, block: int) -> np.ndarray:
+    """[S, h, w] -> [S, ceil(h/block), ceil(w/block)] sums (edge blocks sum what they hold)."""
+    s, h, w = a.shape
+    hb, wb = -(-h // block), -(-w // block)
+    padded = np.zeros((s, hb * block, wb * block))
+    padded[:, :h, :w] = a
+    return padded.reshape(s, hb, block, wb, block).sum((2, 4))
+
+
+def choose(err: np.ndarray, bits: np.ndarray, lam_: float, block: int = BLOCK) -> np.ndarray:
+    """Stage count [hb, wb] in 1..S per block minimising D + lam * R.
+
+    err: [S, h, w] squared latent residual after each stage; bits: [S, h, w] each index's cost."""
+    d = _block_sums(np.asarray(err, dtype=np.float64), block)
+    r = np.cumsum(_block_sums(np.asarray(bits, dtype=np.float64), block), 0)
+    return (d + lam_ * r).argmin(0).astype(np.int64) + 1
+
+
+def expand(counts: np.ndarray, shape: tuple[int, int], block: int = BLOCK) -> np.ndarray:
+    """Per-block counts [hb, wb] -> per-position counts [h, w]."""
+    h, w = shape
+    return np.repeat(np.repeat(counts, block, 0), block, 1)[:h, :w]
+
+
+def apply(indices: np.ndarray, per_position: np.ndarray) -> np.ndarray:
+    """A copy of indices [s, h, w] with -1 (absent) where a position keeps fewer stages."""
+    out = np.array(indices, dtype=np.int64, copy=True)
+    out[np.arange(out.shape[0])[:, None, None] >= per_position[None]] = -1
+    return out
+
+
+def _probability(flags: np.ndarray) -> int:
+    if not flags.any():
+        return NONE
+    if flags.all():
+        return ALL
+    return int(min(max(round(flags.mean() * ONE), 1), ALL - 1))
+
+
+def _family_probs(q: int, n: int) -> np.ndarray:
+    return np.broadcast_to(np.array([(ONE - q) / ONE, q / ONE]), (n, 2)).copy()
+
+
+def encode(counts: np.ndarray, block: int = BLOCK) -> bytes:
+    """The map chunk's payload for per-block counts [hb, wb] (1..stages, stages = counts.max())."""
+    import constriction
+
+    counts = np.asarray(counts, dtype=np.int64)
+    stages = int(counts.max())
+    if counts.min() < 1 or not 1 <= block <= MAX_BLOCK:
+        raise ValueError("stage counts must be at least 1 and the block 1..64")
+    qs, symbols, probs = [], [], []
+    for s in range(1, stages):
+        flags = counts[counts >= s] > s  # raster order
+        q = _probability(flags)
+        qs.append(q)
+        if q not in (NONE, ALL):
+            symbols.append(flags.astype(np.int32))
+            probs.append(_family_probs(q, flags.size))
+    coder = constriction.stream.stack.AnsCoder()
+    if symbols:
+        coder.encode_reverse(np.concatenate(symbols), constriction.stream.model.Categorical(perfect=False),
+                             np.concatenate(probs))
+    head = struct.pack(f"<B{len(qs)}H", block, *qs)
+    return head + coder.get_compressed().astype("<u4").tobytes()
+
+
+def decode(payload: bytes, grid: tuple[int, int], stages: int, name: str = "<input>") -> tuple[np.ndarray, int]:
+    """Inverse of encode -> (counts [hb, wb] in 1..stages, block side); every stage up to `stages`
+    must be reached by some block, and the stream must be consumed exactly."""
+    import constriction
+
+    if len(payload) < 1 + 2 * (stages - 1):
+        raise VQError(f"{name}: corrupt stage map (length {len(payload)})")
+    block = payload[0]
+    if not 1 <= block <= MAX_BLOCK:
+        raise VQError(f"{name}: corrupt stage map (block side {block})")
+    qs = struct.unpack_from(f"<{stages - 1}H", payload, 1)
+    words = payload[1 + 2 * (stages - 1):]
+    if len(words) % 4:
+        raise VQError(f"{name}: corrupt stage map (its stream is not whole words)")
+    hb, wb = -(-grid[0] // block), -(-grid[1] // block)
+    counts = np.ones((hb, wb), dtype=np.int64)
+    family = constriction.stream.model.Categorical(perfect=False)
+    try:
+        coder = constriction.stream.stack.AnsCoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
+        for s, q in enumerate(qs, start=1):
+            alive = np.flatnonzero(counts.ravel() >= s)
+            if q == ALL:
+                flags = np.ones(alive.size, dtype=bool)
+            elif q == NONE:
+                flags = np.zeros(alive.size, dtype=bool)
+            else:
+                flags = coder.decode(family, _family_probs(q, alive.size)).astype(bool) if alive.size else \
+                    np.zeros(0, dtype=bool)
+            counts.ravel()[alive[flags]] = s + 1
+        unfinished = not coder.is_empty()
+    except (ValueError, RuntimeError, AssertionError) as e:
+        raise VQError(f"{name}: corrupt stage map ({e})") from None
+    if unfinished:
+        raise VQError(f"{name}: corrupt stage map (surplus or missing words)")
+    if int(counts.max()) != stages:
+        raise VQError(f"{name}: corrupt stage map (no block keeps all {stages} stages the header announces)")
+    return counts, block
+
+
+def coverage(per_position: np.ndarray, stages: int) -> list[float]:
+    """Share of the latent positions each stage covers."""
+    return [float((per_position > s).mean()) for s in range(stages)]
