@@ -77,7 +77,7 @@ def smooth_image(h: int, w: int, seed: int) -> np.ndarray:
 
 
 def vqz_seeds(weights) -> list[bytes]:
-    """Valid files: every colour mode, both entropy models, assorted sizes and stage counts."""
+    """Valid files: every colour mode, both entropy models, assorted sizes, stage counts and stage maps."""
     from vqcli.codec import compress
     from vqcli.images import LoadedImage
 
@@ -92,6 +92,9 @@ def vqz_seeds(weights) -> list[bytes]:
             for entropy in ("static", "context"):
                 stages = 1 + (i + len(out)) % weights.config.stages
                 out.append(compress(weights, LoadedImage(rgb, alpha, mode), stages=stages, entropy=entropy).data)
+                # and a stage map (format 2), at a quality that varies with the case
+                out.append(compress(weights, LoadedImage(rgb, alpha, mode), quality=(17 * len(out)) % 101,
+                                    entropy=entropy).data)
     return out
 
 
@@ -198,7 +201,8 @@ def m_chunks(data: bytes, rng: random.Random, pool: list[bytes]) -> bytes:
         j = rng.randrange(len(chunks))
         chunks[i], chunks[j] = chunks[j], chunks[i]
     elif op == "retype":
-        c.kind, c.index = rng.choice([(ord("A"), 0), (ord("S"), rng.randrange(4)), (rng.randrange(256), 0)])
+        c.kind, c.index = rng.choice([(ord("A"), 0), (ord("M"), 0), (ord("S"), rng.randrange(4)),
+                                      (rng.randrange(256), 0)])
     elif op == "length":
         c.length = max(0, rng.choice([0, c.length + 1, c.length - 1, c.length + 4, 0xFFFFFFFF, 2 ** 31]))
         return join(head, chunks, tail, rng.random() < 0.7)[:len(data) + 64]

@@ -1,12 +1,12 @@
 """vq: learned image compression with a residual-VQ autoencoder.
 
     import vqcli
-    data = vqcli.compress("photo.png", stages=4)   # .vqz bytes
+    data = vqcli.compress("photo.png", quality=45) # .vqz bytes
     image = vqcli.decompress(data)                 # a PIL image
 
 The API (docs/API.md) is imported lazily (PEP 562), so `import vqcli` stays fast and loads no
 torch until a model is needed. It registers a Pillow plugin: Image.open("x.vqz") decodes and
-im.save("x.vqz", stages=4) encodes (vqcli.pillow_plugin). Submodules: vqcli.model (VQVAE), vqcli.weights, vqcli.codec
+im.save("x.vqz", quality=45) encodes (vqcli.pillow_plugin). Submodules: vqcli.model (VQVAE), vqcli.weights, vqcli.codec
 (bytes API with every detail), vqcli.train.
 """
 

@@ -170,7 +170,7 @@ def compress(
     weights: CodecWeightsOpt = None,
     quality: Annotated[Optional[float], typer.Option(
         "--quality", "-q", help="0-100: each 16x16 block keeps the RVQ stages worth their bits at this "
-        "quality (default: the weights' default quality, 35 for the shipped model).")] = None,
+        "quality (default: the weights' default quality, 45 for the shipped model).")] = None,
     bpp: Annotated[Optional[float], typer.Option(help="Highest quality whose file fits X bits per pixel.")] = None,
     psnr: Annotated[Optional[float], typer.Option(help="Lowest quality reaching DB decibels PSNR.")] = None,
     stages: Annotated[Optional[int], typer.Option(
