@@ -47,3 +47,17 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory, image_dir: Path) -> P
     tcfg = TrainConfig(steps=40, batch_size=8, crop=32, lr=3e-3, warmup=5, workers=0, ckpt_every=1000, val_every=1000)
     train(image_dir, out, PRESETS["tiny"], tcfg, device="cpu", progress=False)
     return out
+
+
+def decode_with_threads(weights, data: bytes, threads: int):
+    """codec.decompress of data with torch limited to `threads` (restored after)."""
+    import torch
+
+    from vqcli.codec import decompress
+
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        return decompress(weights, data)
+    finally:
+        torch.set_num_threads(old)

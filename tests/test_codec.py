@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_image
+from conftest import decode_with_threads, make_image
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -217,14 +217,7 @@ def test_rate_control_psnr(weights):
 
 def test_decode_identical_across_thread_counts(weights, vqz_file):
     data = vqz_file[0].read_bytes()
-    old = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        a = decompress(weights, data)
-        torch.set_num_threads(2)
-        b = decompress(weights, data)
-    finally:
-        torch.set_num_threads(old)
+    a, b = (decode_with_threads(weights, data, n) for n in (1, 2))
     assert np.array_equal(a.indices, b.indices) and np.array_equal(a.rgb, b.rgb)
 
 

@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from conftest import make_image
+from conftest import decode_with_threads, make_image
 from PIL import Image
 from test_entropy_spatial import K, S, _grids, _stats
 from typer.testing import CliRunner
@@ -175,14 +175,7 @@ def test_stage_map_file(weights):
 
 def test_stage_map_decode_is_identical_across_thread_counts(weights):
     data = compress(weights, LoadedImage(_busy_image(), None, "RGB"), quality=5).data
-    old = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        a = decompress(weights, data)
-        torch.set_num_threads(2)
-        b = decompress(weights, data)
-    finally:
-        torch.set_num_threads(old)
+    a, b = (decode_with_threads(weights, data, n) for n in (1, 2))
     assert np.array_equal(a.indices, b.indices) and np.array_equal(a.rgb, b.rgb)
 
 

@@ -173,8 +173,3 @@ def decode(payload: bytes, grid: tuple[int, int], stages: int, name: str = "<inp
     if int(counts.max()) != stages:
         raise VQError(f"{name}: corrupt stage map (no block keeps all {stages} stages the header announces)")
     return counts, block
-
-
-def coverage(per_position: np.ndarray, stages: int) -> list[float]:
-    """Share of the latent positions each stage covers."""
-    return [float((per_position > s).mean()) for s in range(stages)]
