@@ -36,7 +36,8 @@ TINY = "tests/golden/tiny.safetensors"
 # and its entries in golden.json, when a new default ships): its golden files must decode forever.
 V1 = "weights/5e93618b9ecfe707.safetensors"
 V2 = "weights/2241fcccc73567f1.safetensors"
-DEFAULT = "weights/default.safetensors"  # model 89cbeca6f8a5434f
+V3 = "weights/89cbeca6f8a5434f.safetensors"
+DEFAULT = "weights/default.safetensors"  # model 30f7454c79c94f5e
 # name: (weights, height, width, seed, entropy, alpha, grey[, quality: a stage map (format 2); else all stages])
 CASES = {
     "tiny_static.vqz": (TINY, 32, 48, 1, "static", False, False),
@@ -44,8 +45,9 @@ CASES = {
     "shipped_context.vqz": (V1, 64, 64, 3, "context", False, False),
     "shipped_static_grey_alpha.vqz": (V1, 40, 56, 4, "static", True, True),
     "shipped_spatial.vqz": (V2, 64, 72, 5, "spatial", False, False),
-    "default_spatial_alpha.vqz": (DEFAULT, 56, 80, 6, "spatial", True, False),
-    "default_stagemap.vqz": (DEFAULT, 64, 96, 8, "spatial", False, False, 50),
+    "shipped3_spatial_alpha.vqz": (V3, 56, 80, 6, "spatial", True, False),
+    "shipped3_stagemap.vqz": (V3, 64, 96, 8, "spatial", False, False, 50),
+    "default_stagemap_alpha.vqz": (DEFAULT, 72, 104, 9, "spatial", True, False, 45),
 }
 
 

@@ -118,8 +118,8 @@ def codebook_figure(path: Path | str, histogram: np.ndarray, title: str,
     _save(fig, plt, path)
 
 
-MARKERS = {"vq": "o", "jpeg": "s", "webp": "^", "avif": "D"}
-COLOURS = {"vq": "#c44e52", "jpeg": "#4c72b0", "webp": "#55a868", "avif": "#8172b2"}
+MARKERS = {"vq": "o", "vq-stages": "v", "jpeg": "s", "webp": "^", "avif": "D"}
+COLOURS = {"vq": "#c44e52", "vq-stages": "#dd8452", "jpeg": "#4c72b0", "webp": "#55a868", "avif": "#8172b2"}
 
 
 def rd_figure(path: Path | str, report: dict[str, Any]) -> None:
