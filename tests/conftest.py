@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -49,15 +51,20 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory, image_dir: Path) -> P
     return out
 
 
-def decode_with_threads(weights, data: bytes, threads: int):
-    """codec.decompress of data with torch limited to `threads` (restored after)."""
-    import torch
-
-    from vqcli.codec import decompress
-
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run the body with torch limited to `threads` (restored after)."""
     old = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
-        torch.set_num_threads(threads)
-        return decompress(weights, data)
+        yield
     finally:
         torch.set_num_threads(old)
+
+
+def decode_with_threads(weights, data: bytes, threads: int, name: str = "<input>"):
+    """codec.decompress of data with torch limited to `threads`."""
+    from vqcli.codec import decompress
+
+    with torch_threads(threads):
+        return decompress(weights, data, name=name)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_image
+from conftest import make_image, torch_threads
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -86,15 +86,11 @@ def test_jobs_outputs_identical_and_failures_isolated(tiny_weights, inputs, tmp_
 def test_decoded_pixels_do_not_depend_on_the_thread_count(tiny_weights) -> None:
     w = load_weights(tiny_weights)
     rgb = make_image(96, 128, 5)
-    before = torch.get_num_threads()
-    try:
-        got = []
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
+    got = []
+    for threads in (1, 2):
+        with torch_threads(threads):
             idx = codec.encode_indices(w, rgb, tile=6)
             got.append((idx, codec.decode_indices(w, idx, 128, 96, tile=6)))
-    finally:
-        torch.set_num_threads(before)
     assert torch.equal(got[0][0], got[1][0]) and np.array_equal(got[0][1], got[1][1])
 
 

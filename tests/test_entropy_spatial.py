@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-from conftest import make_image
+from conftest import make_image, torch_threads
 from test_hostile import crafted, measured
 
 from vqcli import format as vqz
@@ -128,16 +127,12 @@ def test_files_are_identical_and_decode_identically_across_thread_counts(tiny_we
     w = load_weights(tiny_weights)
     assert entropy_model(w).kind == "spatial"  # vq train collects the spatial counts
     img = LoadedImage(make_image(72, 88, 9), None, "RGB")
-    threads = torch.get_num_threads()
-    try:
-        out = {}
-        for n in (1, 2):
-            torch.set_num_threads(n)
+    out = {}
+    for n in (1, 2):
+        with torch_threads(n):
             data = compress(w, img, stages=3).data
             dec = decompress(w, data)
-            out[n] = (data, dec.indices, dec.rgb)
-    finally:
-        torch.set_num_threads(threads)
+        out[n] = (data, dec.indices, dec.rgb)
     assert out[1][0] == out[2][0] and vqz.read(out[1][0]).header.entropy == "spatial"
     assert np.array_equal(out[1][1], out[2][1]) and np.array_equal(out[1][2], out[2][2])
     assert np.array_equal(out[1][1], encode_indices(w, img.rgb).numpy())

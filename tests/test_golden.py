@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import decode_with_threads
 
 from vqcli import format as vqz
-from vqcli.codec import decompress, pack
+from vqcli.codec import pack
 from vqcli.weights import load_weights
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,12 +54,7 @@ def test_golden_file_decodes_exactly(weights, name, threads):
     w = weights[rec["weights"]]
     assert w.model_id == rec["model_id"]
     data = (GOLDEN / name).read_bytes()
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        dec = decompress(w, data, name=name)
-    finally:
-        torch.set_num_threads(old)
+    dec = decode_with_threads(w, data, threads, name=name)
     assert [dec.header.width, dec.header.height] == rec["size"]
     assert (dec.header.mode, dec.header.entropy, dec.stages) == (rec["mode"], rec["entropy"], rec["stages"])
     assert sha(dec.indices) == rec["indices_sha256"]

@@ -17,12 +17,12 @@ see most (on training photos: MS-SSIM BD-rate +3.5 % against uniform stages inst
 PSNR unchanged; an exponent of 0.5 gave +1.8 % but lost 2.5 points of PSNR).
 
 Measured with the shipped model by `vq eval` (its vq-stages row: the same model without a stage
-map): BD-rate -13.5 % (PSNR) and +8.5 % (MS-SSIM) on val. Weighting blocks by their pixel
-variance instead (the SSIM-motivated MSE / (sigma^2 + C2) of SSIM-tuned encoders) did worse on
-training photos: exponent 0.5 gave -5.7 % / +0.2 % against uniform stages, 1.0 gave +17.9 % /
-+8.6 %, where this weight gives -12.0 % / +2.8 %. On 8 training photos, blocks of 2x2 cells did better than
-1x1 (more bits on the map than saved on indices) and 4x4 (coarser choices): at 29.5 dB,
-0.547 bpp against 0.556 and about 0.565.
+map): BD-rate -13.5 % (PSNR) and +8.5 % (MS-SSIM) on val. With that model on 14 training
+photos, this weight gives -12.0 % / +2.8 % against uniform stages; weighting blocks by their
+pixel variance instead (MSE / (sigma^2 + C2), as SSIM-tuned encoders do) did worse: exponent 0.5
+gave -5.7 % / +0.2 %, exponent 1 +17.9 % / +8.6 %. On 8 training photos, blocks of 2x2 cells did
+better than 1x1 (more bits on the map than saved on indices) and 4x4 (coarser choices): at
+29.5 dB, 0.547 bpp against 0.556 and about 0.565.
 
 The map, one chunk of a format-2 file (vqcli.format): u8 block side, one u16 probability per
 stage boundary, then an ANS stream of one flag per block and stage boundary s ("does this block
