@@ -4,6 +4,9 @@ Layout of a release file:
 - network and codebook tensors (the model's state dict, EMA training state dropped);
 - ``stats.histogram`` [S, K] int64: per-stage index counts over the training data, from
   which the codec derives its entropy-coding prior; other ``stats.*`` tensors may follow;
+  count tables whose counts all fit are stored as uint16, and the metadata's ``count_dtypes``
+  (JSON {tensor: "int32" or "int64"}) names the dtype each stands for: the loader widens them
+  back, so the codec and the model id see the same tensors however a release is stored;
 - metadata (all strings): ``format`` = "vqcli-weights", ``format_version``, ``config``
   (ModelConfig JSON), ``model_id`` (hash of every tensor), ``training`` (JSON summary) and,
   optionally, ``default_quality``: the rate `vq compress` uses without a rate flag, chosen for a
@@ -42,6 +45,8 @@ FORMAT = "vqcli-weights"
 FORMAT_VERSION = 1
 TRAINING_ONLY = ("ema_count", "ema_sum", "initialised")
 STATS_PREFIX = "stats."
+COUNT_DTYPES = "count_dtypes"
+_WIDE = {"int32": torch.int32, "int64": torch.int64}
 
 
 @dataclass
@@ -92,6 +97,37 @@ def release_tensors(model: torch.nn.Module, stats: dict[str, torch.Tensor], half
     return out
 
 
+def pack_counts(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Count tables whose counts fit stored as uint16 (the context tables are most of a release's
+    bytes); returns the tensors to store and the dtype each narrowed table stands for."""
+    out, dtypes = dict(tensors), {}
+    for k, t in tensors.items():
+        wide = next((n for n, d in _WIDE.items() if d == t.dtype), None)
+        if k.startswith(STATS_PREFIX) and wide and t.numel() and int(t.min()) >= 0 and int(t.max()) < 1 << 16:
+            out[k], dtypes[k] = t.to(torch.uint16), wide
+    return out, dtypes
+
+
+def unpack_counts(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> dict[str, torch.Tensor]:
+    """The tensors a release stands for: its uint16 count tables widened to the dtypes that
+    ``count_dtypes`` names (releases without it stored them wide)."""
+    try:
+        dtypes = json.loads(meta.get(COUNT_DTYPES, "{}"))
+        assert isinstance(dtypes, dict)
+    except (ValueError, AssertionError):
+        raise VQError(f"{path}: corrupt weights (bad {COUNT_DTYPES} in metadata)") from None
+    out = dict(tensors)
+    for k, t in tensors.items():
+        if t.dtype == torch.uint16 and k not in dtypes:
+            raise VQError(f"{path}: corrupt weights: {k} is uint16 and {COUNT_DTYPES} does not name its dtype")
+    for k, wide in dtypes.items():
+        if k not in tensors or tensors[k].dtype != torch.uint16 or wide not in _WIDE:
+            raise VQError(f"{path}: corrupt weights ({COUNT_DTYPES} names {k!r} as {wide!r}: "
+                          "expected a uint16 count table standing for int32 or int64)")
+        out[k] = tensors[k].to(_WIDE[wide])
+    return out
+
+
 def save_weights(path: Path | str, model: torch.nn.Module, config: ModelConfig, stats: dict[str, torch.Tensor],
                  training: dict[str, Any] | None = None, half: bool = False) -> str:
     """Write release weights atomically; returns the model id."""
@@ -101,9 +137,36 @@ def save_weights(path: Path | str, model: torch.nn.Module, config: ModelConfig, 
     mid = model_id_of(tensors)
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "config": config.to_json(),
             "model_id": mid, "training": json.dumps(training or {}, sort_keys=True)}
+    stored, dtypes = pack_counts(tensors)
+    if dtypes:
+        meta[COUNT_DTYPES] = json.dumps(dtypes, sort_keys=True)
     with atomic_output(path) as f:
-        f.write(save(tensors, metadata=meta))
+        f.write(save(stored, metadata=meta))
     return mid
+
+
+def compact_weights(path: Path | str, out: Path | str | None = None) -> tuple[str, int, int]:
+    """Rewrite a release with its count tables packed (pack_counts), written atomically to `out`
+    (default: in place). The model id, every tensor the loader returns and so every file written
+    with the release are unchanged. Returns the model id and the sizes before and after."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    tensors, meta = read_safetensors(path)
+    parse_config(path, meta)
+    tensors = unpack_counts(path, tensors, meta)
+    mid = model_id_of(tensors)
+    if meta.get("model_id") not in (None, mid):
+        raise VQError(f"{path}: corrupt weights (model id {meta.get('model_id')} in the header, {mid} computed)")
+    stored, dtypes = pack_counts(tensors)
+    meta = {k: v for k, v in meta.items() if k != COUNT_DTYPES}
+    if dtypes:
+        meta[COUNT_DTYPES] = json.dumps(dtypes, sort_keys=True)
+    data = save(stored, metadata=meta)
+    before = path.stat().st_size
+    with atomic_output(Path(out) if out is not None else path) as f:
+        f.write(data)
+    return mid, before, len(data)
 
 
 def read_safetensors(path: Path, what: str = "vq weights") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -196,6 +259,7 @@ def load_weights(path: Path | str | None = None, device: str | torch.device = "c
                                                   if path == default_weights_path() else ""))
     tensors, meta = read_safetensors(path)
     config = parse_config(path, meta)
+    tensors = unpack_counts(path, tensors, meta)
     dev = resolve_device(device) if isinstance(device, str) else device
     with torch.device("meta"):  # shapes only: a config that lies about the tensors allocates nothing
         shapes = VQVAE(config).state_dict()
