@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 from conftest import make_image
 from PIL import Image
 from typer.testing import CliRunner
 
+from vqcli.api import load_model
 from vqcli.cli import app
 from vqcli.weights import WEIGHTS_PATH_ENV, default_weights_path, find_weights, load_weights, model_id_in_metadata
+from vqcli.weightspath import resolve_weights, shipped_dir, shipped_names
 
 
 def _cli(*args: str, env: dict | None = None):
@@ -56,3 +59,20 @@ def test_every_former_release_is_kept_under_its_id_and_found():
         assert model_id_in_metadata(path) == path.stem
         assert find_weights(path.stem) == path
         assert load_weights(path).model_id == path.stem
+
+
+def test_weights_option_takes_a_shipped_models_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    mid = model_id_in_metadata(default_weights_path())
+    former = next(n for n in shipped_names() if n != "default")
+    assert resolve_weights(None) == resolve_weights("default") == default_weights_path()
+    assert resolve_weights(former) == shipped_dir() / f"{former}.safetensors"
+    assert load_model(former).model_id == former  # former releases are filed under their id
+    r = _cli("stats", "codebook", "--weights", "default", "--json")
+    assert r.exit_code == 0 and mid in r.stdout, r.output
+    # A file of that name here wins; a name that is neither gives one line listing the names.
+    (tmp_path / "default").write_bytes(b"not weights")
+    assert resolve_weights("default") == Path("default")
+    r = _cli("stats", "codebook", "--weights", "no-such-model")
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1, r.output
+    assert "no-such-model: no such file (nor a shipped model: " in r.stderr and former in r.stderr

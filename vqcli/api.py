@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
 from .errors import UsageError
@@ -29,14 +28,15 @@ ARRAY_MODES = {2: "L", 3: "RGB", 4: "RGBA"}  # channels ([H, W] is grey) -> Pill
 
 
 def load_model(weights: WeightsLike = None, device: str | None = None) -> Weights:
-    """The model to use: a loaded Weights as given, else the file (default: the shipped weights)
-    loaded onto `device` (default "auto"), cached per resolved path and device."""
+    """The model to use: a loaded Weights as given, else the file or shipped model name (default:
+    the shipped default; weightspath.resolve_weights) loaded onto `device` (default "auto"),
+    cached per resolved path and device."""
     from .weights import Weights
-    from .weightspath import default_weights_path
+    from .weightspath import resolve_weights
 
     if isinstance(weights, Weights):
         return weights
-    path = Path(weights) if weights is not None else default_weights_path()
+    path = resolve_weights(weights)
     return _cached_model(str(path.resolve()), device or "auto")
 
 

@@ -49,6 +49,7 @@ def _root(
     """Learned image compression with a VQ-VAE: train, compress, decompress, inspect."""
 
 
+WEIGHTS_HELP = "Weights file, or the name of a shipped model in weights/ (default, or a release's model id)."
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 
 
@@ -150,7 +151,7 @@ def train(
 
 
 CodecWeightsOpt = Annotated[Optional[Path], typer.Option("--weights",
-                                                        help="Weights file (default: the shipped model).")]
+                                                        help=WEIGHTS_HELP)]
 CodecForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
 CodecJsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
 JobsOpt = Annotated[Optional[int], typer.Option(
@@ -228,7 +229,7 @@ def info(
 stats_app = typer.Typer(help="Codebook statistics of the weights, a folder of images or one .vqz file.",
                         no_args_is_help=True)
 app.add_typer(stats_app, name="stats")
-WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", "-w", help="Weights file (default: the shipped ones).")]
+WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", "-w", help=WEIGHTS_HELP)]
 
 
 def _print_json(data) -> None:

@@ -37,7 +37,9 @@ from .weightspath import (  # noqa: F401  (re-exported: the lookup lives in the 
     default_weights_path,
     find_weights,
     model_id_in_metadata,
+    resolve_weights,
     shipped_dir,
+    shipped_names,
     weights_search_path,
 )
 
@@ -253,10 +255,11 @@ def load_weights(path: Path | str | None = None, device: str | torch.device = "c
     """Load release weights onto a device (fp16-stored tensors are widened to fp32)."""
     from .model import VQVAE
 
-    path = Path(path) if path is not None else default_weights_path()
+    path = resolve_weights(path)
     if not path.exists():
-        raise VQError(f"{path}: no such file" + (" (the shipped weights are missing: pass a weights file)"
-                                                  if path == default_weights_path() else ""))
+        hint = (" (the shipped weights are missing: pass a weights file)" if path == default_weights_path() else
+                f" (nor a shipped model: {', '.join(shipped_names())})" if not path.suffix and len(path.parts) == 1 else "")
+        raise VQError(f"{path}: no such file{hint}")
     tensors, meta = read_safetensors(path)
     config = parse_config(path, meta)
     tensors = unpack_counts(path, tensors, meta)

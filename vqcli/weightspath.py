@@ -28,6 +28,23 @@ def default_weights_path() -> Path:
     return shipped_dir() / DEFAULT_WEIGHTS.name
 
 
+def shipped_names() -> list[str]:
+    """The names `--weights` takes for the shipped models: file names without .safetensors."""
+    return sorted(p.stem for p in shipped_dir().glob("*.safetensors"))
+
+
+def resolve_weights(arg: Path | str | None) -> Path:
+    """The file a weights argument means: None is the shipped default; a bare name that is no file
+    here (no folder, no suffix) names a shipped model, e.g. `ms-ssim` or a model id."""
+    if arg is None:
+        return default_weights_path()
+    path = Path(arg)
+    if path.exists() or path.suffix or len(path.parts) != 1:
+        return path
+    shipped = shipped_dir() / f"{path}.safetensors"
+    return shipped if shipped.exists() else path
+
+
 def weights_search_path() -> list[Path]:
     """Folders searched for the weights a .vqz file names: $VQ_WEIGHTS_PATH (os.pathsep-separated,
     for a user's own models) first, then the shipped weights, which keep every released model so
