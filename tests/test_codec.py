@@ -32,7 +32,7 @@ from vqcli.errors import VQError
 from vqcli.images import LoadedImage, decode_image
 from vqcli.metrics import psnr
 from vqcli.stagemap import DEFAULT_QUALITY
-from vqcli.weights import load_weights, model_id_of, read_safetensors, set_default_quality
+from vqcli.weights import COUNT_DTYPES, load_weights, model_id_of, read_safetensors, set_default_quality, unpack_counts
 
 runner = CliRunner()
 
@@ -48,8 +48,9 @@ def static_weights(tiny_weights: Path, tmp_path_factory) -> Path:
     from safetensors.torch import load, save
 
     data = tiny_weights.read_bytes()
-    tensors = load(data)
     meta = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["__metadata__"]
+    tensors = unpack_counts(tiny_weights, load(data), meta)  # stored wide, as older files were
+    del meta[COUNT_DTYPES]
     for name in ("context", "context_up", "context_left", "context_experts"):
         del tensors[f"stats.{name}"]
     meta["model_id"] = model_id_of(tensors)
