@@ -38,6 +38,7 @@ V1 = "weights/5e93618b9ecfe707.safetensors"
 V2 = "weights/2241fcccc73567f1.safetensors"
 V3 = "weights/89cbeca6f8a5434f.safetensors"
 DEFAULT = "weights/default.safetensors"  # model 30f7454c79c94f5e
+MS_SSIM = "weights/ms-ssim.safetensors"  # model 19e2603ef9043287, shipped beside the default
 # name: (weights, height, width, seed, entropy, alpha, grey[, quality: a stage map (format 2); else all stages])
 CASES = {
     "tiny_static.vqz": (TINY, 32, 48, 1, "static", False, False),
@@ -48,6 +49,7 @@ CASES = {
     "shipped3_spatial_alpha.vqz": (V3, 56, 80, 6, "spatial", True, False),
     "shipped3_stagemap.vqz": (V3, 64, 96, 8, "spatial", False, False, 50),
     "default_stagemap_alpha.vqz": (DEFAULT, 72, 104, 9, "spatial", True, False, 45),
+    "ms-ssim_stagemap.vqz": (MS_SSIM, 64, 88, 10, "spatial", False, False, 45),
 }
 
 

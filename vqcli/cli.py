@@ -49,7 +49,7 @@ def _root(
     """Learned image compression with a VQ-VAE: train, compress, decompress, inspect."""
 
 
-WEIGHTS_HELP = "Weights file, or the name of a shipped model in weights/ (default, or a release's model id)."
+WEIGHTS_HELP = "Weights file, or a shipped model's name: default, ms-ssim (tuned for MS-SSIM) or a model id."
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 
 
