@@ -36,6 +36,7 @@ from .weightspath import (  # noqa: F401  (re-exported: the lookup lives in the 
     WEIGHTS_PATH_ENV,
     default_weights_path,
     find_weights,
+    is_model_name,
     model_id_in_metadata,
     resolve_weights,
     shipped_dir,
@@ -139,11 +140,25 @@ def save_weights(path: Path | str, model: torch.nn.Module, config: ModelConfig, 
     mid = model_id_of(tensors)
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "config": config.to_json(),
             "model_id": mid, "training": json.dumps(training or {}, sort_keys=True)}
+    with atomic_output(path) as f:
+        f.write(save(*_packed(tensors, meta)))
+    return mid
+
+
+def _packed(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata to store: count tables packed, ``count_dtypes`` naming them."""
     stored, dtypes = pack_counts(tensors)
+    meta = {k: v for k, v in meta.items() if k != COUNT_DTYPES}
     if dtypes:
         meta[COUNT_DTYPES] = json.dumps(dtypes, sort_keys=True)
-    with atomic_output(path) as f:
-        f.write(save(stored, metadata=meta))
+    return stored, meta
+
+
+def _checked_model_id(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> str:
+    """The model id of the (unpacked) tensors; an error if the header records another."""
+    mid = model_id_of(tensors)
+    if meta.get("model_id") not in (None, mid):
+        raise VQError(f"{path}: corrupt weights (model id {meta.get('model_id')} in the header, {mid} computed)")
     return mid
 
 
@@ -157,14 +172,8 @@ def compact_weights(path: Path | str, out: Path | str | None = None) -> tuple[st
     tensors, meta = read_safetensors(path)
     parse_config(path, meta)
     tensors = unpack_counts(path, tensors, meta)
-    mid = model_id_of(tensors)
-    if meta.get("model_id") not in (None, mid):
-        raise VQError(f"{path}: corrupt weights (model id {meta.get('model_id')} in the header, {mid} computed)")
-    stored, dtypes = pack_counts(tensors)
-    meta = {k: v for k, v in meta.items() if k != COUNT_DTYPES}
-    if dtypes:
-        meta[COUNT_DTYPES] = json.dumps(dtypes, sort_keys=True)
-    data = save(stored, metadata=meta)
+    mid = _checked_model_id(path, tensors, meta)
+    data = save(*_packed(tensors, meta))
     before = path.stat().st_size
     with atomic_output(Path(out) if out is not None else path) as f:
         f.write(data)
@@ -258,7 +267,7 @@ def load_weights(path: Path | str | None = None, device: str | torch.device = "c
     path = resolve_weights(path)
     if not path.exists():
         hint = (" (the shipped weights are missing: pass a weights file)" if path == default_weights_path() else
-                f" (nor a shipped model: {', '.join(shipped_names())})" if not path.suffix and len(path.parts) == 1 else "")
+                f" (nor a shipped model: {', '.join(shipped_names())})" if is_model_name(path) else "")
         raise VQError(f"{path}: no such file{hint}")
     tensors, meta = read_safetensors(path)
     config = parse_config(path, meta)
@@ -274,9 +283,7 @@ def load_weights(path: Path | str | None = None, device: str | torch.device = "c
     if hist is None or tuple(hist.shape) != (config.stages, config.codebook_size):
         raise VQError(f"{path}: weights do not match the model: stats.histogram missing or not "
                       f"[{config.stages}, {config.codebook_size}]")
-    mid = model_id_of(tensors)
-    if meta.get("model_id") not in (None, mid):
-        raise VQError(f"{path}: corrupt weights (model id {meta.get('model_id')} in the header, {mid} computed)")
+    mid = _checked_model_id(path, tensors, meta)
     try:
         training = json.loads(meta.get("training", "{}"))
     except ValueError:

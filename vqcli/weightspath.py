@@ -33,13 +33,18 @@ def shipped_names() -> list[str]:
     return sorted(p.stem for p in shipped_dir().glob("*.safetensors"))
 
 
+def is_model_name(path: Path) -> bool:
+    """A bare name (no folder, no suffix), which may name a shipped model."""
+    return not path.suffix and len(path.parts) == 1
+
+
 def resolve_weights(arg: Path | str | None) -> Path:
     """The file a weights argument means: None is the shipped default; a bare name that is no file
     here (no folder, no suffix) names a shipped model, e.g. `ms-ssim` or a model id."""
     if arg is None:
         return default_weights_path()
     path = Path(arg)
-    if path.exists() or path.suffix or len(path.parts) != 1:
+    if path.exists() or not is_model_name(path):
         return path
     shipped = shipped_dir() / f"{path}.safetensors"
     return shipped if shipped.exists() else path
