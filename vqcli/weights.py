@@ -105,8 +105,8 @@ def pack_counts(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tenso
     bytes); returns the tensors to store and the dtype each narrowed table stands for."""
     out, dtypes = dict(tensors), {}
     for k, t in tensors.items():
-        wide = next((n for n, d in _WIDE.items() if d == t.dtype), None)
-        if k.startswith(STATS_PREFIX) and wide and t.numel() and int(t.min()) >= 0 and int(t.max()) < 1 << 16:
+        wide = str(t.dtype).removeprefix("torch.")
+        if k.startswith(STATS_PREFIX) and wide in _WIDE and t.numel() and int(t.min()) >= 0 and int(t.max()) < 1 << 16:
             out[k], dtypes[k] = t.to(torch.uint16), wide
     return out, dtypes
 
@@ -169,9 +169,7 @@ def compact_weights(path: Path | str, out: Path | str | None = None) -> tuple[st
     from safetensors.torch import save
 
     path = Path(path)
-    tensors, meta = read_safetensors(path)
-    parse_config(path, meta)
-    tensors = unpack_counts(path, tensors, meta)
+    tensors, meta, _ = read_release(path)
     mid = _checked_model_id(path, tensors, meta)
     data = save(*_packed(tensors, meta))
     before = path.stat().st_size
@@ -193,6 +191,13 @@ def read_safetensors(path: Path, what: str = "vq weights") -> tuple[dict[str, to
     except (SafetensorError, ValueError, UnicodeDecodeError, OverflowError) as e:
         raise VQError(f"{path}: not {what} (not a valid safetensors file: {str(e).splitlines()[0]})") from None
     return tensors, meta
+
+
+def read_release(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str], ModelConfig]:
+    """A release's tensors as it stands for them (count tables unpacked), metadata and config."""
+    tensors, meta = read_safetensors(path)
+    config = parse_config(path, meta)
+    return unpack_counts(path, tensors, meta), meta, config
 
 
 def parse_config(path: Path, meta: dict[str, str], kind: str = FORMAT) -> ModelConfig:
@@ -269,9 +274,7 @@ def load_weights(path: Path | str | None = None, device: str | torch.device = "c
         hint = (" (the shipped weights are missing: pass a weights file)" if path == default_weights_path() else
                 f" (nor a shipped model: {', '.join(shipped_names())})" if is_model_name(path) else "")
         raise VQError(f"{path}: no such file{hint}")
-    tensors, meta = read_safetensors(path)
-    config = parse_config(path, meta)
-    tensors = unpack_counts(path, tensors, meta)
+    tensors, meta, config = read_release(path)
     dev = resolve_device(device) if isinstance(device, str) else device
     with torch.device("meta"):  # shapes only: a config that lies about the tensors allocates nothing
         shapes = VQVAE(config).state_dict()
