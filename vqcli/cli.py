@@ -6,6 +6,7 @@ each command imports what it needs when it runs.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -109,6 +110,9 @@ def train(
     lr: Annotated[float, typer.Option(help="Peak learning rate (1e-3 diverged on the cpu preset after warm-up).")] = 5e-4,
     warmup: Annotated[int, typer.Option(min=0)] = 500,
     msssim_weight: Annotated[float, typer.Option(help="Weight of 1-MS-SSIM in the loss (0: MSE only).")] = 0.0,
+    rate_weight: Annotated[Optional[float], typer.Option(
+        help="Entropy-constrained code choice: price of a bit, as a share of the stage's mean squared "
+        "error (0: nearest code; default: the preset's, or --init's).", show_default=False)] = None,
     workers: Annotated[int, typer.Option(min=0, help="Data loader worker processes.")] = 2,
     ckpt_every: Annotated[int, typer.Option(min=1)] = 1000,
     val_every: Annotated[int, typer.Option(min=1)] = 1000,
@@ -127,6 +131,10 @@ def train(
         raise fail(f"--precision {precision}: expected auto, bf16 or fp32", 2)
     if init is not None and resume is not None:
         raise fail("--init and --resume: choose one (--resume restores a whole training state)", 2)
+    if rate_weight is not None and resume is not None:
+        raise fail("--rate-weight and --resume: a resumed run keeps its checkpoint's model config", 2)
+    if rate_weight is not None and not 0 <= rate_weight < math.inf:
+        raise fail(f"--rate-weight {rate_weight}: expected a finite number >= 0", 2)
     from .config import TrainConfig
     from .fileio import check_output
     from .train import TrainingInterrupted
@@ -141,7 +149,7 @@ def train(
     def go() -> None:
         try:
             run_train(data, out, PRESETS[preset], tcfg, val_dir=val, resume=resume, device=device, half=half,
-                      init=init)
+                      init=init, rate_weight=rate_weight)
         except TrainingInterrupted as e:
             typer.echo(f"vq: {e}", err=True)
             raise typer.Exit(130) from None

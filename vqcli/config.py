@@ -40,6 +40,9 @@ class ModelConfig:
     """A code whose EMA count falls under this is restarted from a recent encoder output."""
     quantizer_dropout: float = 0.5
     """Share of training samples that use a random prefix of the stages."""
+    rate_weight: float = 0.0
+    """Entropy-constrained assignment: a code costs its squared distance plus rate_weight x the
+    stage's mean squared error per bit of its code length (0: nearest code, the classic VQ)."""
 
     def __post_init__(self) -> None:
         levels = _log2(self.downsample) - _log2(self.stem) + 1
@@ -54,6 +57,8 @@ class ModelConfig:
             raise ValueError("codebook_size must be >= 2 and stages >= 1")
         if self.l2_normalize and self.code_dim is None:
             raise ValueError("l2_normalize needs a factorised code_dim")
+        if not 0 <= self.rate_weight < float("inf"):
+            raise ValueError(f"rate_weight must be a finite number >= 0, got {self.rate_weight}")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

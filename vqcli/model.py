@@ -79,7 +79,7 @@ class VQVAE(nn.Module):
         self.decoder = Decoder(cfg)
         self.quantizer = ResidualVQ(
             cfg.latent_dim, cfg.stages, cfg.codebook_size, cfg.code_dim, cfg.l2_normalize,
-            cfg.ema_decay, cfg.ema_eps, cfg.dead_threshold, cfg.quantizer_dropout,
+            cfg.ema_decay, cfg.ema_eps, cfg.dead_threshold, cfg.quantizer_dropout, cfg.rate_weight,
         )
 
     @property

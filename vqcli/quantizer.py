@@ -1,9 +1,11 @@
 """Residual vector quantizer with EMA codebooks, k-means init and dead-code restarts.
 
 Codebooks are learned by exponential moving averages of the vectors assigned to each code
-(VQ-VAE-2 / SoundStream style), not by gradients. Under torch.distributed every statistic is
-all-reduced and every random choice is made on rank 0 and broadcast, so all ranks keep
-bit-identical codebooks.
+(VQ-VAE-2 / SoundStream style), not by gradients. With a rate weight, assignment is
+entropy-constrained (ECVQ, Chou, Lookabaugh & Gray 1989): each code costs its squared distance
+plus a price per bit of its code length, so that training and encoding trade distortion for rate.
+Under torch.distributed every statistic is all-reduced and every random choice is made on rank 0
+and broadcast, so all ranks keep bit-identical codebooks.
 """
 
 from __future__ import annotations
@@ -46,13 +48,25 @@ def squared_distances(x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     return (x.pow(2).sum(1, keepdim=True) - 2 * x @ codes.t() + codes.pow(2).sum(1)[None, :])
 
 
-def nearest_code(x: torch.Tensor, codes: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
-    """Index of the nearest code for each row of x, in chunks of rows.
+def nearest_code(x: torch.Tensor, codes: torch.Tensor, chunk: int = 4096, cost: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+    """Index of the nearest code for each row of x, in chunks of rows; `cost` [K], if given, is
+    added to every distance to its code (the rate price of entropy-constrained assignment).
 
     The chunk keeps the [chunk, K] distance matrix in cache (4 MB at K = 256): with 65536 rows,
     quantizing a 1024 px tile took 2.3x as long, the matrices streaming through memory."""
-    out = [squared_distances(x[i:i + chunk], codes).argmin(1) for i in range(0, x.shape[0], chunk)]
+    def pick(rows: torch.Tensor) -> torch.Tensor:
+        d = squared_distances(rows, codes)
+        return (d if cost is None else d + cost).argmin(1)
+
+    out = [pick(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)]
     return torch.cat(out) if out else torch.empty(0, dtype=torch.long, device=x.device)
+
+
+def code_bits(counts: torch.Tensor, eps: float) -> torch.Tensor:
+    """Code lengths in bits, -log2 p, of codes used `counts` times (Laplace-smoothed by eps)."""
+    c = counts.double() + eps
+    return torch.log2(c.sum() / c).to(counts.dtype)
 
 
 def kmeans(x: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -84,9 +98,9 @@ class VectorQuantizer(nn.Module):
     """One RVQ stage: K codes, optionally looked up in a factorised (and l2-normalised) space."""
 
     def __init__(self, dim: int, codebook_size: int, code_dim: int | None = None, l2_normalize: bool = False,
-                 decay: float = 0.99, eps: float = 1e-5, dead_threshold: float = 1.0) -> None:
+                 decay: float = 0.99, eps: float = 1e-5, dead_threshold: float = 1.0, rate_weight: float = 0.0) -> None:
         super().__init__()
-        self.dim, self.codebook_size = dim, codebook_size
+        self.dim, self.codebook_size, self.rate_weight = dim, codebook_size, rate_weight
         self.code_dim = code_dim or dim
         self.l2_normalize = l2_normalize
         self.decay, self.eps, self.dead_threshold = decay, eps, dead_threshold
@@ -98,6 +112,11 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("ema_count", torch.zeros(codebook_size))
         self.register_buffer("ema_sum", torch.zeros(codebook_size, self.code_dim))
         self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+        if rate_weight > 0:
+            # Only rate-aware stages have these, so that every other model's tensors (and model
+            # ids) stay as they were. rate_cost is stored in releases: encoding adds it.
+            self.register_buffer("rate_cost", torch.zeros(codebook_size))
+            self.register_buffer("ema_distortion", torch.zeros(()))
 
     # -- lookup ---------------------------------------------------------------------------
     def _to_code_space(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,9 +136,12 @@ class VectorQuantizer(nn.Module):
         """Latent-space vectors [.., D] for code indices [..]."""
         return self._from_code_space(F.embedding(indices, self._codes()))
 
+    def _cost(self) -> torch.Tensor | None:
+        return self.rate_cost.float() if self.rate_weight > 0 else None
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Nearest-code indices for latent vectors x [N, D]."""
-        return nearest_code(self._to_code_space(x).float(), self._codes().float())
+        """Indices of the cheapest codes (nearest, plus the rate price if any) for latent vectors x [N, D]."""
+        return nearest_code(self._to_code_space(x).float(), self._codes().float(), cost=self._cost())
 
     # -- training -------------------------------------------------------------------------
     @torch.no_grad()
@@ -137,6 +159,8 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _ema_update(self, xe: torch.Tensor, idx: torch.Tensor) -> None:
+        # The distortion of this assignment, measured before the codes move.
+        err = (xe.float() - self._codes()[idx]).pow(2).sum(1) if self.rate_weight > 0 else None
         counts = _all_reduce(torch.bincount(idx, minlength=self.codebook_size).float())
         sums = _all_reduce(torch.zeros_like(self.ema_sum).index_add_(0, idx, xe.float()))
         self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
@@ -146,6 +170,20 @@ class VectorQuantizer(nn.Module):
         smoothed = (self.ema_count + self.eps) / (n + self.codebook_size * self.eps) * n
         self.codebook.copy_(self.ema_sum / smoothed[:, None])
         self._restart_dead(xe)
+        if err is not None:
+            self._update_rate_cost(err)
+
+    @torch.no_grad()
+    def _update_rate_cost(self, err: torch.Tensor) -> None:
+        """Price each code at rate_weight x (the stage's mean squared error) per bit of -log2 p.
+
+        Scaling by the stage's own distortion makes one weight fit every stage: a later stage's
+        residuals are ~40x smaller than the first's, and so is what a bit buys there."""
+        mean = _all_reduce(torch.stack([err.sum(), torch.tensor(float(err.numel()), device=err.device)]))
+        d = mean[0] / mean[1].clamp(min=1)
+        first = not bool(self.ema_distortion > 0)
+        self.ema_distortion.copy_(d if first else self.ema_distortion * self.decay + d * (1 - self.decay))
+        self.rate_cost.copy_(self.rate_weight * self.ema_distortion * code_bits(self.ema_count, self.eps))
 
     @torch.no_grad()
     def _restart_dead(self, xe: torch.Tensor) -> None:
@@ -168,7 +206,7 @@ class VectorQuantizer(nn.Module):
         if update:
             self._init(xe.detach())
         codes = self._codes()
-        idx = nearest_code(xe.detach().float(), codes.float())
+        idx = nearest_code(xe.detach().float(), codes.float(), cost=self._cost())
         if update:
             self._ema_update(xe.detach(), idx)
             codes = self._codes()
@@ -200,11 +238,11 @@ class ResidualVQ(nn.Module):
 
     def __init__(self, dim: int, stages: int, codebook_size: int, code_dim: int | None = None,
                  l2_normalize: bool = False, decay: float = 0.99, eps: float = 1e-5,
-                 dead_threshold: float = 1.0, dropout: float = 0.5) -> None:
+                 dead_threshold: float = 1.0, dropout: float = 0.5, rate_weight: float = 0.0) -> None:
         super().__init__()
         self.dim, self.n_stages, self.dropout = dim, stages, dropout
         self.layers = nn.ModuleList(
-            VectorQuantizer(dim, codebook_size, code_dim, l2_normalize, decay, eps, dead_threshold)
+            VectorQuantizer(dim, codebook_size, code_dim, l2_normalize, decay, eps, dead_threshold, rate_weight)
             for _ in range(stages)
         )
 

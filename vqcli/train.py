@@ -7,6 +7,7 @@ synchronises its own statistics (see quantizer.py).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -37,6 +38,7 @@ from .model import VQVAE
 from .weights import FORMAT_VERSION, parse_config, read_safetensors, release_tensors, save_weights
 
 CKPT_FORMAT = "vqcli-checkpoint"
+RATE_BUFFERS = ("rate_cost", "ema_distortion")  # a rate-aware quantizer's only extra state
 
 
 @dataclass
@@ -186,6 +188,17 @@ def validate(model: VQVAE, files: list[Path], device: torch.device, crop: int = 
             "usage": [round(u, 4) for u in used.float().mean(1).tolist()]}
 
 
+@torch.no_grad()
+def mean_code_bits(model: VQVAE) -> float:
+    """Entropy of the stages' recent code usage (EMA counts), in bits per index, averaged over
+    stages: the rate a rate weight trains down (the codec's context models code below it)."""
+    bits = []
+    for layer in model.quantizer.layers:
+        p = layer.ema_count.double() / layer.ema_count.sum().clamp(min=1e-12)
+        bits.append(float(-(p * torch.log2(p.clamp(min=1e-30))).sum()))
+    return sum(bits) / len(bits)
+
+
 def use_bf16(precision: str, dev: torch.device) -> bool:
     """Whether the conv network trains under bf16 autocast ("auto": on CUDA, and on CPUs with native
     bf16 instructions, where tools/bench_train.py measured ~2x the fp32 step rate)."""
@@ -201,7 +214,11 @@ def warm_start(model: VQVAE, weights, vectors_per_step: int) -> None:
     """Copy release weights into a training model. Release files drop the EMA codebook state, so it
     is rebuilt from the stored index histogram, as if each code had been assigned at its measured
     rate for a while: otherwise every code would look dead and be restarted at the first step."""
-    model.load_state_dict(weights.model.state_dict())
+    # A change of rate weight adds or drops the rate-price buffers; every other tensor must match.
+    missing, unexpected = model.load_state_dict(weights.model.state_dict(), strict=False)
+    wrong = [k for k in missing + unexpected if not k.endswith(RATE_BUFFERS)]
+    if wrong:
+        raise VQError(f"{weights.path}: weights do not match the model: {wrong[0]}")
     for layer, hist in zip(model.quantizer.layers, weights.histogram.double()):
         count = (hist / hist.sum().clamp(min=1) * vectors_per_step).float()
         layer.ema_count.copy_(count)
@@ -269,11 +286,14 @@ def _reporter(total: int, start: int, enabled: bool):
 def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val_dir: Path | None = None,
           resume: Path | None = None, device: str = "auto", half: bool = True,
           progress: bool = True, log_every: int = 50, val_images: int = 8,
-          on_step: Callable[[int], None] | None = None, init: Path | None = None) -> TrainResult:
+          on_step: Callable[[int], None] | None = None, init: Path | None = None,
+          rate_weight: float | None = None) -> TrainResult:
     """Train (or resume) and write release weights to `out` (rank 0).
 
     init: release weights to start from (fine-tuning: their config replaces `cfg`, the optimizer
     starts fresh with tcfg's warm-up); not with resume, which restores a whole training state.
+    rate_weight: replaces the model config's (fresh or from init) entropy-constrained assignment
+    weight; a resumed run keeps its checkpoint's.
     """
     from .weights import load_weights, resolve_device
 
@@ -296,6 +316,8 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
     start = load_weights(init, "cpu") if init is not None else None
     if start is not None:
         cfg = start.config
+    if rate_weight is not None and resumed is None:
+        cfg = dataclasses.replace(cfg, rate_weight=rate_weight)
     files = usable_images(data_dir)
     val_files = usable_images(val_dir)[:val_images] if val_dir else []
 
@@ -386,11 +408,12 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
                 info = {"step": step, "loss": round(acc["loss"] / acc["steps"], 5),
                         "psnr": round(psnr_from_mse(acc["mse"] / max(1, acc["n"]), 1.0), 2),
                         "usage": [round(u, 3) for u in used.float().mean(1).tolist()],
+                        "bits": round(mean_code_bits(model), 3),
                         "crops_per_s": round(n_last / max(dt, 1e-9), 2), "lr": lr_at(step, tcfg)}
                 state.history.append(info)
                 if rank == 0:
                     usage = " ".join(f"{100 * u:.0f}" for u in info["usage"])
-                    line = (f"loss {info['loss']:.4f} psnr {info['psnr']:.2f} usage% {usage} "
+                    line = (f"loss {info['loss']:.4f} psnr {info['psnr']:.2f} bits/index {info['bits']:.2f} usage% {usage} "
                             f"{info['crops_per_s']:.1f} crops/s")
                     if prog and console.is_terminal:
                         prog.update(prog.task_ids[0], completed=step, info=line)

@@ -46,7 +46,7 @@ from .weightspath import (  # noqa: F401  (re-exported: the lookup lives in the 
 
 FORMAT = "vqcli-weights"
 FORMAT_VERSION = 1
-TRAINING_ONLY = ("ema_count", "ema_sum", "initialised")
+TRAINING_ONLY = ("ema_count", "ema_sum", "initialised", "ema_distortion")
 STATS_PREFIX = "stats."
 COUNT_DTYPES = "count_dtypes"
 _WIDE = {"int32": torch.int32, "int64": torch.int64}
