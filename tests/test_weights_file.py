@@ -13,6 +13,7 @@ from vqcli.config import PRESETS
 from vqcli.errors import VQError
 from vqcli.model import VQVAE
 from vqcli.weights import (
+    BASE,
     COUNT_DTYPES,
     FORMAT,
     FORMAT_VERSION,
@@ -88,3 +89,49 @@ def test_bad_count_dtypes_is_a_one_line_error(tmp_path: Path, dtypes: str | None
     with pytest.raises(VQError, match=problem) as e:
         load_weights(tmp_path / "bad.safetensors")
     assert "bad.safetensors" in str(e.value) and "\n" not in str(e.value)
+
+
+def _base_and_derived(tmp_path: Path) -> tuple[Path, Path, str]:
+    """A complete release and a second one of the same network with other statistics."""
+    model = VQVAE(TINY)
+    save_weights(tmp_path / "base.safetensors", model, TINY, _stats())
+    stats = {**_stats(), "histogram": torch.ones(TINY.stages, TINY.codebook_size, dtype=torch.int64)}
+    mid = save_weights(tmp_path / "derived.safetensors", model, TINY, stats)
+    return tmp_path / "base.safetensors", tmp_path / "derived.safetensors", mid
+
+
+def test_a_release_on_a_base_stores_only_its_own_tensors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base, derived, mid = _base_and_derived(tmp_path)
+    before = load_weights(derived)
+    got, size0, size1 = compact_weights(derived, base=base)
+    stored, meta = read_safetensors(derived)
+    assert got == mid and size1 < size0 and meta[BASE] == load_weights(base).model_id
+    assert set(stored) == {"stats.histogram"}  # the network and the equal tables come from the base
+    after = load_weights(derived)
+    assert after.model_id == mid
+    for k, v in before.model.state_dict().items():
+        assert torch.equal(after.model.state_dict()[k], v), k
+    for k, v in before.stats.items():
+        assert after.stats[k].dtype == v.dtype and torch.equal(after.stats[k], v), k
+    # Alone, it names the base it lacks; found on the weights search path, it loads again.
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "d.safetensors").write_bytes(derived.read_bytes())
+    with pytest.raises(VQError, match=f"d.safetensors: builds on model {meta[BASE]}, and no weights") as e:
+        load_weights(alone / "d.safetensors")
+    assert "\n" not in str(e.value)
+    monkeypatch.setenv("VQ_WEIGHTS_PATH", str(tmp_path))
+    assert load_weights(alone / "d.safetensors").model_id == mid
+
+
+def test_a_base_must_be_complete_and_intact(tmp_path: Path) -> None:
+    base, derived, _ = _base_and_derived(tmp_path)
+    compact_weights(derived, base=base)
+    with pytest.raises(VQError, match="has a base itself"):
+        compact_weights(base, base=derived)
+    # A base whose tensors are not those of its id: the derived file refuses it.
+    tensors, meta = read_safetensors(base)
+    tensors["decoder.net.0.bias"] = tensors["decoder.net.0.bias"] + 1
+    base.write_bytes(save(tensors, metadata=meta))
+    with pytest.raises(VQError, match="base.safetensors: corrupt weights \\(model id"):
+        load_weights(derived)

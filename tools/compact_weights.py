@@ -1,9 +1,13 @@
-"""Rewrite release weights with their count tables stored as uint16 (vqcli.weights.compact_weights).
+"""Rewrite release weights compactly (vqcli.weights.compact_weights): count tables as uint16 and,
+with --base, without the tensors a complete release of the same network already holds.
 
     .venv/bin/python tools/compact_weights.py weights/*.safetensors
+    .venv/bin/python tools/compact_weights.py weights/2241fcccc73567f1.safetensors \\
+        --base weights/5e93618b9ecfe707.safetensors
 
 The model id and every tensor the loader returns stay the same, so every .vqz written with a
-release keeps decoding (the golden tests check it); only the stored bytes shrink.
+release keeps decoding (the golden tests check it); only the stored bytes shrink. A file with a
+base loads only where the base is found (its own folder first): keep them together.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from vqcli.weights import compact_weights
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("weights", nargs="+")
-    for path in ap.parse_args().weights:
-        mid, before, after = compact_weights(path)
+    ap.add_argument("--base", help="a complete release whose equal tensors the files leave out")
+    args = ap.parse_args()
+    for path in args.weights:
+        mid, before, after = compact_weights(path, base=args.base)
         print(f"{path}: model {mid}, {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB")
 
 

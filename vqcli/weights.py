@@ -12,6 +12,9 @@ Layout of a release file:
   optionally, ``default_quality``: the rate `vq compress` uses without a rate flag, chosen for a
   release by measurement (set_default_quality); without it, vqcli.stagemap.DEFAULT_QUALITY.
   (Releases before stage maps named ``default_stages``, a uniform stage count; it is ignored.)
+  ``base_model``, optionally: the model id of a complete release whose tensors this file shares
+  and omits (a release that only re-collected statistics stores no network); the loader takes
+  them from the base, found by id in the file's own folder, then the weights search path.
 
 No pickle anywhere: checkpoints for resuming training use the same container (see train.py).
 """
@@ -37,6 +40,7 @@ from .weightspath import (  # noqa: F401  (re-exported: the lookup lives in the 
     default_weights_path,
     find_weights,
     is_model_name,
+    locate_weights,
     model_id_in_metadata,
     resolve_weights,
     shipped_dir,
@@ -49,6 +53,7 @@ FORMAT_VERSION = 1
 TRAINING_ONLY = ("ema_count", "ema_sum", "initialised", "ema_distortion")
 STATS_PREFIX = "stats."
 COUNT_DTYPES = "count_dtypes"
+BASE = "base_model"
 _WIDE = {"int32": torch.int32, "int64": torch.int64}
 
 
@@ -162,15 +167,25 @@ def _checked_model_id(path: Path, tensors: dict[str, torch.Tensor], meta: dict[s
     return mid
 
 
-def compact_weights(path: Path | str, out: Path | str | None = None) -> tuple[str, int, int]:
+def compact_weights(path: Path | str, out: Path | str | None = None, base: Path | str | None = None
+                    ) -> tuple[str, int, int]:
     """Rewrite a release with its count tables packed (pack_counts), written atomically to `out`
-    (default: in place). The model id, every tensor the loader returns and so every file written
-    with the release are unchanged. Returns the model id and the sizes before and after."""
+    (default: in place); with `base` (a complete release), the tensors equal to the base's are
+    left out and the base named by its model id. The model id, every tensor the loader returns
+    and so every file written with the release are unchanged. Returns the model id and the sizes
+    before and after."""
     from safetensors.torch import save
 
     path = Path(path)
     tensors, meta, _ = read_release(path)
     mid = _checked_model_id(path, tensors, meta)
+    meta = {k: v for k, v in meta.items() if k != BASE}
+    if base is not None:
+        base_tensors, base_meta, _ = read_release(Path(base))
+        if BASE in base_meta:
+            raise VQError(f"{base}: not a complete release (it has a base itself)")
+        meta[BASE] = _checked_model_id(Path(base), base_tensors, base_meta)
+        tensors = {k: v for k, v in tensors.items() if not _same_tensor(v, base_tensors.get(k))}
     data = save(*_packed(tensors, meta))
     before = path.stat().st_size
     with atomic_output(Path(out) if out is not None else path) as f:
@@ -193,11 +208,35 @@ def read_safetensors(path: Path, what: str = "vq weights") -> tuple[dict[str, to
     return tensors, meta
 
 
+def _same_tensor(a: torch.Tensor, b: torch.Tensor | None) -> bool:
+    return b is not None and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+
+
 def read_release(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str], ModelConfig]:
-    """A release's tensors as it stands for them (count tables unpacked), metadata and config."""
+    """A release's tensors as it stands for them (count tables unpacked, a base's shared tensors
+    filled in), metadata and config."""
     tensors, meta = read_safetensors(path)
     config = parse_config(path, meta)
-    return unpack_counts(path, tensors, meta), meta, config
+    tensors = unpack_counts(path, tensors, meta)
+    if BASE in meta:
+        tensors = {**_base_tensors(path, meta[BASE]), **tensors}
+    return tensors, meta, config
+
+
+def _base_tensors(path: Path, base_id: str) -> dict[str, torch.Tensor]:
+    """The tensors of the complete release a file builds on, checked against its model id."""
+    folders = [path.parent, *weights_search_path()]
+    found = locate_weights(base_id, folders)
+    if found is None:
+        raise VQError(f"{path}: builds on model {base_id}, and no weights of that id were found "
+                      f"(searched {', '.join(map(str, folders))})")
+    tensors, meta = read_safetensors(found)
+    parse_config(found, meta)
+    if BASE in meta:  # one level only: no chains, no cycles
+        raise VQError(f"{path}: builds on {found}, which is not a complete release (it has a base itself)")
+    tensors = unpack_counts(found, tensors, meta)
+    _checked_model_id(found, tensors, meta)
+    return tensors
 
 
 def parse_config(path: Path, meta: dict[str, str], kind: str = FORMAT) -> ModelConfig:

@@ -78,14 +78,22 @@ def model_id_in_metadata(path: Path) -> str | None:
     return (read_metadata(path) or {}).get("model_id")
 
 
+def locate_weights(model_id: str, folders: list[Path]) -> Path | None:
+    """The first weights file in `folders` whose header records `model_id`, or None."""
+    for folder in folders:
+        for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+            if model_id_in_metadata(path) == model_id:
+                return path
+    return None
+
+
 def find_weights(model_id: str, name: str = "<input>") -> Path:
     """The weights file of a model id, looked up in weights_search_path(); a VQError naming the id
     when none matches (`name`: the file that asks, for the message). The id in the header is
     checked against the tensors when the weights load."""
     folders = weights_search_path()
-    for folder in folders:
-        for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
-            if model_id_in_metadata(path) == model_id:
-                return path
+    found = locate_weights(model_id, folders)
+    if found is not None:
+        return found
     raise VQError(f"{name}: made with model {model_id}, and no weights of that id were found "
                   f"(searched {', '.join(map(str, folders))}; pass the weights file, or add its folder to {WEIGHTS_PATH_ENV})")
