@@ -80,7 +80,10 @@ def test_rate_weight_trades_distortion_for_rate() -> None:
 
 def test_rate_aware_release_encodes_as_trained_and_round_trips(image_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "rate.safetensors"
-    res = train(image_dir, out, TINY, _tcfg(30), device="cpu", progress=False, rate_weight=0.3)
+    res = train(image_dir, out, TINY, _tcfg(30), device="cpu", progress=False, rate_weight=0.3, log_every=10)
+    # The log reports the rate being trained down: the entropy of recent code usage, <= log2 K.
+    bits = [h["bits"] for h in res.history if "bits" in h]
+    assert len(bits) == 3 and all(0 < b <= math.log2(TINY.codebook_size) + 1e-9 for b in bits), bits
     w = load_weights(out)
     assert w.config.rate_weight == 0.3
     stored = w.model.quantizer.layers[0].rate_cost
