@@ -16,6 +16,7 @@ from vqcli.cli import app
 from vqcli.config import PRESETS, ModelConfig, TrainConfig
 from vqcli.data import to_tensor
 from vqcli.quantizer import VectorQuantizer, code_bits, nearest_code
+from vqcli.stats import entropy_bits
 from vqcli.train import train
 from vqcli.weights import load_weights
 
@@ -28,9 +29,7 @@ def _tcfg(steps: int, **kw) -> TrainConfig:
 
 
 def _entropy(idx: torch.Tensor, k: int) -> float:
-    p = torch.bincount(idx, minlength=k).double()
-    p = p[p > 0] / p.sum()
-    return float(-(p * torch.log2(p)).sum())
+    return entropy_bits(torch.bincount(idx, minlength=k).numpy())
 
 
 def test_nearest_code_adds_the_cost_of_each_code() -> None:

@@ -87,6 +87,9 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator 
     return centres
 
 
+RATE_BUFFERS = ("rate_cost", "ema_distortion")  # what a rate-aware stage holds beyond a plain one
+
+
 @dataclass
 class StageOutput:
     quantized: torch.Tensor  # [N, D], the stage's contribution in latent space

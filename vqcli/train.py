@@ -35,10 +35,11 @@ from .images import load_image
 from .indexstats import collect_index_stats
 from .metrics import psnr_from_mse
 from .model import VQVAE
+from .quantizer import RATE_BUFFERS
+from .stats import entropy_bits
 from .weights import FORMAT_VERSION, parse_config, read_safetensors, release_tensors, save_weights
 
 CKPT_FORMAT = "vqcli-checkpoint"
-RATE_BUFFERS = ("rate_cost", "ema_distortion")  # a rate-aware quantizer's only extra state
 
 
 @dataclass
@@ -192,10 +193,7 @@ def validate(model: VQVAE, files: list[Path], device: torch.device, crop: int = 
 def mean_code_bits(model: VQVAE) -> float:
     """Entropy of the stages' recent code usage (EMA counts), in bits per index, averaged over
     stages: the rate a rate weight trains down (the codec's context models code below it)."""
-    bits = []
-    for layer in model.quantizer.layers:
-        p = layer.ema_count.double() / layer.ema_count.sum().clamp(min=1e-12)
-        bits.append(float(-(p * torch.log2(p.clamp(min=1e-30))).sum()))
+    bits = [entropy_bits(layer.ema_count.double().cpu().numpy()) for layer in model.quantizer.layers]
     return sum(bits) / len(bits)
 
 

@@ -181,10 +181,7 @@ def compact_weights(path: Path | str, out: Path | str | None = None, base: Path 
     mid = _checked_model_id(path, tensors, meta)
     meta = {k: v for k, v in meta.items() if k != BASE}
     if base is not None:
-        base_tensors, base_meta, _ = read_release(Path(base))
-        if BASE in base_meta:
-            raise VQError(f"{base}: not a complete release (it has a base itself)")
-        meta[BASE] = _checked_model_id(Path(base), base_tensors, base_meta)
+        base_tensors, meta[BASE] = _complete_release(Path(base))
         tensors = {k: v for k, v in tensors.items() if not _same_tensor(v, base_tensors.get(k))}
     data = save(*_packed(tensors, meta))
     before = path.stat().st_size
@@ -212,31 +209,34 @@ def _same_tensor(a: torch.Tensor, b: torch.Tensor | None) -> bool:
     return b is not None and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
 
 
+def _read_stored(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str], ModelConfig]:
+    """The tensors one file stores (count tables unpacked), its metadata and config."""
+    tensors, meta = read_safetensors(path)
+    config = parse_config(path, meta)
+    return unpack_counts(path, tensors, meta), meta, config
+
+
+def _complete_release(path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """The tensors and model id of a release that may serve as a base: one with no base itself
+    (one level only: no chains, no cycles), its id checked."""
+    tensors, meta, _ = _read_stored(path)
+    if BASE in meta:
+        raise VQError(f"{path}: not a complete release (it has a base itself)")
+    return tensors, _checked_model_id(path, tensors, meta)
+
+
 def read_release(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str], ModelConfig]:
     """A release's tensors as it stands for them (count tables unpacked, a base's shared tensors
     filled in), metadata and config."""
-    tensors, meta = read_safetensors(path)
-    config = parse_config(path, meta)
-    tensors = unpack_counts(path, tensors, meta)
+    tensors, meta, config = _read_stored(path)
     if BASE in meta:
-        tensors = {**_base_tensors(path, meta[BASE]), **tensors}
+        folders = [path.parent, *weights_search_path()]
+        found = locate_weights(meta[BASE], folders)
+        if found is None:
+            raise VQError(f"{path}: builds on model {meta[BASE]}, and no weights of that id were found "
+                          f"(searched {', '.join(map(str, folders))})")
+        tensors = {**_complete_release(found)[0], **tensors}
     return tensors, meta, config
-
-
-def _base_tensors(path: Path, base_id: str) -> dict[str, torch.Tensor]:
-    """The tensors of the complete release a file builds on, checked against its model id."""
-    folders = [path.parent, *weights_search_path()]
-    found = locate_weights(base_id, folders)
-    if found is None:
-        raise VQError(f"{path}: builds on model {base_id}, and no weights of that id were found "
-                      f"(searched {', '.join(map(str, folders))})")
-    tensors, meta = read_safetensors(found)
-    parse_config(found, meta)
-    if BASE in meta:  # one level only: no chains, no cycles
-        raise VQError(f"{path}: builds on {found}, which is not a complete release (it has a base itself)")
-    tensors = unpack_counts(found, tensors, meta)
-    _checked_model_id(found, tensors, meta)
-    return tensors
 
 
 def parse_config(path: Path, meta: dict[str, str], kind: str = FORMAT) -> ModelConfig:
