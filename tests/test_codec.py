@@ -123,7 +123,7 @@ def test_default_quality_from_weights(tiny_weights: Path, tmp_path: Path):
 def test_static_fallback(static_weights):
     w = load_weights(static_weights)
     rgb = make_image(40, 40, 2)
-    res = compress(w, LoadedImage(rgb, None, "RGB"), stages=3)
+    res = compress(w, LoadedImage(rgb, None, "RGB"), stages=3, effort=0)
     assert res.entropy_model == "static"
     assert vqz.read(res.data).header.entropy == "static"
     assert np.array_equal(decompress(w, res.data).indices, encode_indices(w, rgb).numpy())
@@ -172,7 +172,7 @@ def test_tables_every_code_nonzero(weights):
 def test_progressive_prefixes(weights, vqz_file):
     path, rgb = vqz_file
     data = path.read_bytes()
-    full = encode_indices(weights, rgb)
+    full = torch.from_numpy(decompress(weights, data).indices)
     c = vqz.read(data)
     end = vqz.HEADER_SIZE
     for k, (_, size) in enumerate(c.chunk_sizes, start=1):

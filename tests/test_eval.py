@@ -10,6 +10,7 @@ from PIL import Image, features
 from typer.testing import CliRunner
 
 from vqcli.cli import app
+from vqcli.config import DEFAULT_EFFORT
 from vqcli.evaluate import VQ_QUALITIES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -34,6 +35,7 @@ def test_eval_end_to_end(tiny_weights: Path, tmp_path: Path) -> None:
     expected = {"vq", "vq-stages", "jpeg", "webp"} | ({"avif"} if features.check("avif") else set())
     assert set(rep["codecs"]) == expected and set(rep["bd_rate"]) == expected - {"vq"}
     assert rep["images"] == 2 and len(rep["per_image"]) == 2
+    assert rep["effort"] == DEFAULT_EFFORT
     vq, uniform = rep["codecs"]["vq"]["curve"], rep["codecs"]["vq-stages"]["curve"]
     assert [r["quality"] for r in vq] == list(VQ_QUALITIES) and [r["stages"] for r in uniform] == [1, 2, 3]
     for curve in (vq, uniform):
@@ -45,6 +47,10 @@ def test_eval_end_to_end(tiny_weights: Path, tmp_path: Path) -> None:
     assert any("single-scale SSIM" in n for n in rep["notes"])  # tiny images cannot do 5 scales
     if has_mpl:
         assert plot.read_bytes()[:8] == PNG_MAGIC
+    res = CliRunner().invoke(app, ["eval", str(d), "--weights", str(tiny_weights), "--codecs", "", "--effort", "0",
+                                   "--json", str(tmp_path / "greedy.json"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "greedy.json").read_text())["effort"] == 0
 
 
 def test_eval_bad_codec_and_folder(tiny_weights: Path, tmp_path: Path) -> None:

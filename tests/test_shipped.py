@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vqcli.codec import compress, decompress, encode_indices
+from vqcli.codec import compress, decompress
 from vqcli.images import decode_image, load_image
 from vqcli.metrics import psnr
 from vqcli.stagemap import DEFAULT_QUALITY
@@ -46,9 +46,8 @@ def test_default_rate_beats_jpeg_on_sample_crop(shipped):
     assert result.quality == shipped.default_quality and result.stages > 1
     decoded = decompress(shipped, result.data)
     assert decoded.rgb.shape == rgb.shape
-    idx, kept = encode_indices(shipped, rgb)[:result.stages].numpy(), decoded.indices >= 0
+    kept = decoded.indices >= 0
     assert kept[0].all() and not kept[-1].all()  # the stage map keeps stage 1 everywhere, the last not
-    assert np.array_equal(decoded.indices[kept], idx[kept])
     quality = psnr(rgb, decoded.rgb)
     for q in range(5, 96):  # the smallest JPEG at least as good
         jpeg = io.BytesIO()

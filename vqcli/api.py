@@ -90,17 +90,21 @@ def _read(data: DataLike) -> tuple[bytes, str]:
 
 def compress(image: ImageLike, *, quality: float | None = None, bpp: float | None = None,
              psnr: float | None = None, stages: int | None = None, weights: WeightsLike = None,
-             device: str | None = None) -> bytes:
+             device: str | None = None, effort: int | None = None) -> bytes:
     """Compress an image to .vqz bytes. At most one of `quality` (0-100: each block keeps the
     stages worth their bits), `bpp` (the highest quality whose file fits), `psnr` (the lowest
     quality reaching it, dB) and `stages` (the first N RVQ stages everywhere: a plain token
-    grid) sets the rate; default: the weights' default quality."""
+    grid) sets the rate; default: the weights' default quality. `effort` 0-2 (default 1): how hard
+    the encoder searches for codes; more is slower and gives smaller files at equal quality."""
     from . import codec
 
     codec.check_rate(stages, bpp, psnr, quality=quality)
+    effort = codec.DEFAULT_EFFORT if effort is None else effort
+    codec.check_effort(effort)
     name = str(image) if isinstance(image, (str, os.PathLike)) else "<image>"
     loaded = as_image(image)
-    return codec.compress(load_model(weights, device), loaded, stages, bpp, psnr, name=name, quality=quality).data
+    return codec.compress(load_model(weights, device), loaded, stages, bpp, psnr, name=name, quality=quality,
+                          effort=effort).data
 
 
 def decompress(data: DataLike, *, stages: int | None = None, weights: WeightsLike = None,

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .config import DEFAULT_PRESET, PRESETS
+from .config import DEFAULT_EFFORT, DEFAULT_PRESET, EFFORTS, PRESETS
 from .limits import MAX_PIXELS
 
 app = typer.Typer(
@@ -166,6 +166,10 @@ JobsOpt = Annotated[Optional[int], typer.Option(
     "--jobs", "-j", min=1, show_default=False,
     help="Worker processes for a batch (default: the available cores; shared by the ranks of a node "
          "under torchrun). Outputs do not depend on it.")]
+EffortOpt = Annotated[int, typer.Option(
+    "--effort", "-e", min=0, max=len(EFFORTS) - 1,
+    help="How hard the encoder searches for codes: 0 greedy (fastest), 1 a beam of 4 per position, 2 a "
+         "beam of 16. More effort is slower and gives smaller files at equal quality; decoding is the same.")]
 MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", help="Refuse images of more pixels (like Pillow's "
                                            "decompression-bomb guard).")]
 
@@ -184,6 +188,7 @@ def compress(
     psnr: Annotated[Optional[float], typer.Option(help="Lowest quality reaching DB decibels PSNR.")] = None,
     stages: Annotated[Optional[int], typer.Option(
         help="Keep the first N RVQ stages everywhere instead (a plain token grid; larger files).")] = None,
+    effort: EffortOpt = DEFAULT_EFFORT,
     force: CodecForceOpt = False,
     json_out: CodecJsonOpt = False,
     verify: Annotated[bool, typer.Option(help="Decode the result and report PSNR and MS-SSIM.")] = False,
@@ -195,7 +200,7 @@ def compress(
     from .codecli import run_compress
 
     code = run_guarded(run_compress, inputs, output, weights, device, stages, bpp, psnr, force,
-                       json_out, verify, jobs, max_pixels, quality)
+                       json_out, verify, jobs, max_pixels, quality, effort)
     raise typer.Exit(code)
 
 
@@ -317,6 +322,7 @@ def eval_cmd(
     plot: Annotated[Optional[Path], typer.Option(help="Write an RD plot (bpp vs PSNR and MS-SSIM) PNG.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the full report as JSON.")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Use at most N images.")] = None,
+    effort: EffortOpt = DEFAULT_EFFORT,
     device: DeviceOpt = "auto",
 ) -> None:
     """Rate-distortion of vq (a ladder of qualities) against vq --stages, JPEG, WebP and AVIF, with BD-rates."""
@@ -336,7 +342,7 @@ def eval_cmd(
 
             pyplot(plot)
         w = load_weights(weights, device)
-        report = evaluate(w, folder, names, limit=limit)
+        report = evaluate(w, folder, names, limit=limit, effort=effort)
         from rich.console import Console
 
         console = Console()

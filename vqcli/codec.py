@@ -9,6 +9,11 @@ and EXIF orientation is applied on reading (vqcli.images).
 Rate: by default every block of latent cells keeps its own prefix of the S stages, chosen for
 rate and distortion at a quality (vqcli.stagemap; a format-2 file); --bpp and --psnr search the
 quality. --stages N keeps the first N stages everywhere (a format-1 file, a plain grid of tokens).
+
+Codes: the stage map is chosen from the greedy codes (the nearest code, stage by stage); then,
+at an effort above 0, each position's codes are searched again to the depth it keeps (a beam
+search that also prices bits, config.EFFORTS). Only the encoder searches: the file format and the
+decoder are the same at every effort.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import torch
 
 from . import format as vqz
 from . import metrics, stagemap, tiling
+from .config import DEFAULT_EFFORT, EFFORTS
 from .entropy import EntropyModel, build_model
 from .errors import UsageError, VQError
 from .images import LoadedImage
@@ -29,6 +35,11 @@ from .weights import Weights
 
 GREY_SOURCES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _MODELS: dict[tuple[str, str], EntropyModel] = {}
+
+
+def check_effort(effort: int) -> None:
+    if not 0 <= effort < len(EFFORTS):
+        raise UsageError(f"effort {effort}: expected 0 to {len(EFFORTS) - 1}", params=("effort",))
 
 
 def entropy_model(weights: Weights, kind: str = "auto") -> EntropyModel:
@@ -48,7 +59,8 @@ def encode_indices(weights: Weights, rgb: np.ndarray, tile: int | None = None, e
     as whole-image encoding except at float near-ties."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected uint8 [H, W, 3], got {rgb.dtype} {rgb.shape}")
-    return tiling.encode(weights.model, rgb, tile, errors=errors)
+    enc = tiling.encode(weights.model, rgb, tile, errors=errors)
+    return (enc.indices, enc.errors) if errors else enc.indices
 
 
 def decode_indices(weights: Weights, indices: torch.Tensor, width: int, height: int,
@@ -149,6 +161,7 @@ class CompressResult:
     psnr_by_quality: dict[int, float] = field(default_factory=dict)  # the qualities --psnr tried
     quality: float | None = None  # None: uniform stages (--stages)
     stage_map_bytes: int | None = None
+    effort: int = DEFAULT_EFFORT
 
     @property
     def bpp(self) -> float:
@@ -159,7 +172,7 @@ class CompressResult:
             "bytes": len(self.data), "width": self.width, "height": self.height, "mode": self.mode,
             "bpp": self.bpp, "stages": self.stages, "model_stages": self.model_stages,
             "entropy_model": self.entropy_model, "rate": self.rate, "quality": self.quality, "note": self.note,
-            "stage_map_bytes": self.stage_map_bytes,
+            "stage_map_bytes": self.stage_map_bytes, "effort": self.effort,
             "stage_stats": [{**s.__dict__, "bits": s.bits} for s in self.stage_coding],
             **({"psnr_by_quality": self.psnr_by_quality} if self.psnr_by_quality else {}),
         }
@@ -201,13 +214,16 @@ class _Coded:
 
 
 class Encoder:
-    """The indices of one image, coded at any rate: uniform prefixes or stage maps."""
+    """The indices of one image, coded at any rate: uniform prefixes or stage maps, with codes
+    searched at the given effort (EFFORTS)."""
 
-    def __init__(self, weights: Weights, em: EntropyModel, image: LoadedImage, mode: str) -> None:
-        self.weights, self.em, self.mode = weights, em, mode
+    def __init__(self, weights: Weights, em: EntropyModel, image: LoadedImage, mode: str,
+                 effort: int = DEFAULT_EFFORT) -> None:
+        check_effort(effort)
+        self.weights, self.em, self.mode, self.effort = weights, em, mode, effort
         self.height, self.width = image.rgb.shape[:2]
-        idx, err = encode_indices(weights, image.rgb, errors=True)
-        self.idx, self.err = np.ascontiguousarray(idx.numpy()), err.numpy()
+        enc = tiling.encode(weights.model, image.rgb, errors=True, latent=effort > 0)
+        self.idx, self.err, self.latent = np.ascontiguousarray(enc.indices.numpy()), enc.errors.numpy(), enc.latent
         self.alpha = vqz.pack_alpha(image.alpha) if image.alpha is not None else None
         self._bits: np.ndarray | None = None
 
@@ -217,15 +233,37 @@ class Encoder:
         data = frame(self.weights, payloads, self.width, self.height, self.em, self.mode, self.alpha, stage_map)
         return _Coded(data, idx, payloads, ideal, stage_map)
 
+    def _search(self, per_position: np.ndarray, price: np.ndarray | None) -> np.ndarray:
+        """Indices [n, h, w] found by beam search to each position's depth (-1 below it); bits
+        priced at `price` [h, w] (squared latent error per bit), or not at all."""
+        beam, _ = EFFORTS[self.effort]
+        model = self.weights.model
+        device = next(model.parameters()).device
+        tables = None if price is None else [torch.from_numpy(t).float() for t in self.em.bit_tables()]
+        out = np.full((int(per_position.max()), *per_position.shape), -1, dtype=np.int64)
+        for depth in range(1, out.shape[0] + 1):
+            here = torch.from_numpy(per_position == depth)
+            if bool(here.any()):
+                p = None if price is None else torch.from_numpy(price)[here].float().to(device)
+                found = model.quantizer.beam_encode(self.latent[here].to(device), depth, beam, tables, p)
+                out[:depth, here.numpy()] = found.cpu().numpy().T
+        return out
+
     def uniform(self, n: int) -> _Coded:
-        return self._frame(self.idx[:n].copy(), None)
+        if self.effort == 0:
+            return self._frame(self.idx[:n].copy(), None)
+        return self._frame(self._search(np.full(self.idx.shape[1:], n), None), None)
 
     def adaptive(self, quality: float) -> _Coded:
         if self._bits is None:
             self._bits = self.em.symbol_bits(self.idx)
-        counts = stagemap.choose(self.err, self._bits, stagemap.lam(quality))
-        n = int(counts.max())
-        idx = stagemap.apply(self.idx[:n], stagemap.expand(counts, self.idx.shape[1:]))
+        lam = stagemap.lam(quality)
+        counts = stagemap.choose(self.err, self._bits, lam)
+        per_position = stagemap.expand(counts, self.idx.shape[1:])
+        if self.effort == 0:
+            idx = stagemap.apply(self.idx[:int(counts.max())], per_position)
+        else:
+            idx = self._search(per_position, EFFORTS[self.effort][1] * stagemap.price(self.err, lam))
         return self._frame(idx, stagemap.encode(counts))
 
     def bpp(self, c: _Coded) -> float:
@@ -245,16 +283,18 @@ def _search(ok, lo: int = 0, hi: int = 100) -> int | None:
 
 def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bpp: float | None = None,
              psnr: float | None = None, entropy: str = "auto", name: str = "<input>",
-             quality: float | None = None) -> CompressResult:
+             quality: float | None = None, effort: int = DEFAULT_EFFORT) -> CompressResult:
     """Encode an image; at most one of stages / quality / bpp / psnr picks the rate (default:
-    the weights' default_quality). name: the input's name for error messages."""
+    the weights' default_quality); effort 0..2 how hard to search for codes (EFFORTS). name: the
+    input's name for error messages."""
     total = weights.config.stages
     check_rate(stages, bpp, psnr, total, quality)
+    check_effort(effort)
     height, width = image.rgb.shape[:2]
     mode = colour_mode(image)
     em = entropy_model(weights, entropy)
     vqz.check_header(_header(weights, width, height, total, mode, em), name)
-    enc = Encoder(weights, em, image, mode)
+    enc = Encoder(weights, em, image, mode, effort)
     note, by_quality = None, {}
     if stages is not None:
         coded, rate = enc.uniform(stages), f"--stages {stages}"
@@ -301,7 +341,7 @@ def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bp
     return CompressResult(coded.data, width, height, mode, n, total, em.kind, stats, rate, note,
                           {q: by_quality[q] for q in sorted(by_quality)},
                           None if stages is not None else float(quality),
-                          len(coded.stage_map) if coded.stage_map is not None else None)
+                          len(coded.stage_map) if coded.stage_map is not None else None, effort)
 
 
 # -- decompress ---------------------------------------------------------------------------------

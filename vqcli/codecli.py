@@ -207,20 +207,22 @@ def compress_table(info: dict[str, Any]):
 def run_compress(inputs: list[str], output: str | None, weights_path: Path | None, device: str,
                  stages: int | None, bpp: float | None, psnr: float | None, force: bool, as_json: bool,
                  verify: bool, n_jobs: int | None = None, max_pixels: int | None = MAX_PIXELS,
-                 quality: float | None = None) -> int:
+                 quality: float | None = None, effort: int | None = None) -> int:
     """Returns the exit code (0, or 1 when some file of a batch failed); n_jobs: worker processes
     (default: the available cores); max_pixels: larger images are refused (None: no limit)."""
-    from .codec import check_rate
+    from .codec import DEFAULT_EFFORT, check_effort, check_rate
 
     check_max_pixels(max_pixels)
     check_rate(stages, bpp, psnr, quality=quality)
+    effort = DEFAULT_EFFORT if effort is None else effort
+    check_effort(effort)
     jobs, batch = plan_compress(inputs, output)
     for j in jobs:
         _refuse_tty(j.dst)
     if as_json and any(j.dst == STDIO for j in jobs):
         raise UsageError("--json cannot be used while the compressed file goes to stdout")
     check_rate(stages, bpp, psnr, _weights(weights_path, device).config.stages, quality)
-    rate = {"stages": stages, "bpp": bpp, "psnr": psnr, "quality": quality}
+    rate = {"stages": stages, "bpp": bpp, "psnr": psnr, "quality": quality, "effort": effort}
     out = _console(stderr=any(j.dst == STDIO for j in jobs))
     make_one = functools.partial(compress_runner, weights_path, device, rate, force, verify, max_pixels)
     results, failed = run_jobs(jobs, batch, make_one, n_jobs)

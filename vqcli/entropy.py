@@ -151,6 +151,17 @@ class EntropyModel:
             out[s] = -np.log2(f / self.total)
         return out
 
+    def bit_tables(self) -> list[np.ndarray]:
+        """Code lengths in bits under the stage-to-stage tables, as symbol_bits prices them but
+        without stage 1's spatial context: stage 1's [K], then each later stage's [K, K] given
+        the previous stage's code (a search over the stages, vqcli.quantizer.beam_encode)."""
+        k = self.codebook
+        out = [-np.log2(self.static[0] / self.total)]
+        for s in range(1, self.static.shape[0]):
+            f = np.broadcast_to(self.static[s], (k, k)) if self.context is None else self.context[s]
+            out.append(-np.log2(f / self.total))
+        return out
+
     # -- bounds on untrusted payloads ----------------------------------------------------------
     def min_symbol_bits(self, stage: int) -> float:
         """The fewest bits any index of the stage can cost: -log2 of the largest entry of any of

@@ -91,15 +91,18 @@ def _score(orig: np.ndarray, rec: np.ndarray, tally: Tally) -> tuple[float, floa
     return psnr(orig, rec), m
 
 
-def vq_points(weights, rgb: np.ndarray, tally: Tally, uniform: bool = False) -> list[Point]:
-    """One image at every quality of VQ_QUALITIES (or, uniform, every stage count): the encoder
-    runs once; each point's encode time is that plus coding at its setting."""
+def vq_points(weights, rgb: np.ndarray, tally: Tally, uniform: bool = False, effort: int | None = None
+              ) -> list[Point]:
+    """One image at every quality of VQ_QUALITIES (or, uniform, every stage count) at an effort
+    (default codec.DEFAULT_EFFORT): the network runs once; each point's encode time is that plus
+    the search and coding at its setting."""
     from . import codec
     from .images import LoadedImage
 
     h, w = rgb.shape[:2]
     t0 = time.perf_counter()
-    enc = codec.Encoder(weights, codec.entropy_model(weights), LoadedImage(rgb, None, "RGB"), "RGB")
+    enc = codec.Encoder(weights, codec.entropy_model(weights), LoadedImage(rgb, None, "RGB"), "RGB",
+                        codec.DEFAULT_EFFORT if effort is None else effort)
     t_model = time.perf_counter() - t0
     out = []
     for setting in range(1, weights.config.stages + 1) if uniform else VQ_QUALITIES:
@@ -177,8 +180,13 @@ def bd_rates(curves: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, f
 
 
 def evaluate(weights, folder: Path, codecs: list[str], limit: int | None = None,
-             progress: bool = True) -> dict[str, Any]:
-    """Run every codec over the folder's images; returns the full, JSON-ready report."""
+             progress: bool = True, effort: int | None = None) -> dict[str, Any]:
+    """Run every codec over the folder's images (vq at `effort`, default codec.DEFAULT_EFFORT);
+    returns the full, JSON-ready report."""
+    from .codec import DEFAULT_EFFORT, check_effort
+
+    effort = DEFAULT_EFFORT if effort is None else effort
+    check_effort(effort)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -205,7 +213,8 @@ def evaluate(weights, folder: Path, codecs: list[str], limit: int | None = None,
             entry: dict[str, Any] = {"file": str(path.relative_to(folder)), "width": rgb.shape[1],
                                      "height": rgb.shape[0], "points": {}}
             for c in per_codec:
-                pts = vq_points(weights, rgb, tally, c == UNIFORM) if c in LABELS else classical_points(c, rgb, tally)
+                pts = vq_points(weights, rgb, tally, c == UNIFORM, effort) if c in LABELS \
+                    else classical_points(c, rgb, tally)
                 per_codec[c].append(pts)
                 entry["points"][c] = [p.row() for p in pts]
             per_image.append(entry)
@@ -219,7 +228,7 @@ def evaluate(weights, folder: Path, codecs: list[str], limit: int | None = None,
     return {
         "folder": str(folder), "images": len(files), "megapixels": pixels / 1e6,
         "weights": None if weights.path is None else str(weights.path), "model_id": weights.model_id,
-        "stages": weights.config.stages, "codebook_size": weights.config.codebook_size,
+        "stages": weights.config.stages, "codebook_size": weights.config.codebook_size, "effort": effort,
         "bd_rate_interpolation": BD_INTERPOLATION,
         "bd_rate_quality": {"psnr": "PSNR (dB, 8-bit RGB)", "ms_ssim": "MS-SSIM in dB, -10 log10(1 - MS-SSIM)"},
         "codecs": {c: {"label": label(c), "settings": settings(c),

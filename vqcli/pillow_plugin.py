@@ -2,7 +2,7 @@
 
     Image.open("photo.vqz")                 # reads the 42-byte header: size and mode
     im.load()                               # decodes (the model loads here, on first use)
-    im.save("photo.vqz", quality=60)        # or bpp=, psnr=, stages=, weights=, device=
+    im.save("photo.vqz", quality=60)        # or bpp=, psnr=, stages=, effort=, weights=, device=
 
 Opening reads only the header, so `Image.open(...).size` costs no model; pixels are decoded on
 load() by a Pillow decoder that reads the whole file and decodes it with vqcli.decompress (the
@@ -24,7 +24,7 @@ from .errors import VQError
 FORMAT = "VQZ"
 EXTENSION = ".vqz"
 MIME = "image/x-vqz"
-SAVE_OPTIONS = ("stages", "bpp", "psnr", "quality", "weights", "device")
+SAVE_OPTIONS = ("stages", "bpp", "psnr", "quality", "effort", "weights", "device")
 
 
 def _accept(prefix: bytes) -> bool:

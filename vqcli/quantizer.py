@@ -299,6 +299,48 @@ class ResidualVQ(nn.Module):
             err.append(residual.pow(2).sum(-1))
         return torch.stack(out, 1), torch.stack(err, 1)
 
+    @torch.no_grad()
+    def beam_encode(self, x: torch.Tensor, depth: int, beam: int, bits: list[torch.Tensor] | None = None,
+                    price: torch.Tensor | None = None, chunk: int = 4096) -> torch.Tensor:
+        """Indices [N, depth] for latent vectors x [N, D] by a beam search over the stages: keep
+        the `beam` best partial paths per vector, each scored by its squared latent residual
+        plus, with `bits`, price [N] x the bits of its codes so far. bits: stage 0's code
+        lengths [K], then each later stage's [K, K] given the previous stage's code.
+
+        Greedy choice (beam 1, no price) is encode(); a wider beam finds paths it misses, where an
+        early code that is not the nearest leaves a residual the later stages fit better."""
+        if bits is not None and (price is None or price.shape != x.shape[:1]):
+            raise ValueError("bits need a price per vector")
+        books = [layer.lookup(torch.arange(layer.codebook_size, device=x.device)).float()
+                 for layer in self.layers[:depth]]
+        out = [self._beam(x[i:i + chunk].float(), books, beam, bits,
+                          None if price is None else price[i:i + chunk].float())
+               for i in range(0, x.shape[0], chunk)]
+        return torch.cat(out) if out else torch.empty(0, depth, dtype=torch.long, device=x.device)
+
+    @staticmethod
+    def _beam(x: torch.Tensor, books: list[torch.Tensor], beam: int, bits: list[torch.Tensor] | None,
+              price: torch.Tensor | None) -> torch.Tensor:
+        n, d = x.shape
+        residual = x[:, None, :]  # [n, b, D], b partial paths per vector
+        paths = torch.zeros(n, 1, 0, dtype=torch.long, device=x.device)
+        spent = torch.zeros(n, 1, device=x.device)  # bits of each path so far
+        for s, codes in enumerate(books):
+            k = codes.shape[0]
+            # ||r - c||^2 for every path and code: [n, b, K]
+            score = residual.pow(2).sum(-1, keepdim=True) - 2 * residual @ codes.t() + codes.pow(2).sum(1)
+            if bits is not None:
+                table = bits[s].to(x.device, torch.float32)
+                cost = spent[..., None] + (table.expand(n, 1, k) if s == 0 else table[paths[:, :, -1]])
+                score = score + price[:, None, None] * cost
+            top = score.reshape(n, -1).topk(min(beam, score.shape[1] * k), dim=1, largest=False).indices
+            parent, code = top // k, top % k
+            residual = torch.gather(residual, 1, parent[..., None].expand(-1, -1, d)) - codes[code]
+            if bits is not None:
+                spent = torch.gather(cost.reshape(n, -1), 1, top)
+            paths = torch.cat([torch.gather(paths, 1, parent[..., None].expand(-1, -1, s)), code[..., None]], 2)
+        return paths[:, 0]  # topk sorts: path 0 scores best
+
     def codebooks(self) -> list[torch.Tensor]:
         """Each stage's codes [K, code_dim] as the nearest-code search sees them (l2-normalised if so)."""
         return [layer._codes() for layer in self.layers]

@@ -73,21 +73,36 @@ def _block_sums(a: np.ndarray, block: int) -> np.ndarray:
     return padded.reshape(s, hb, block, wb, block).sum((2, 4))
 
 
+def _weighting(err: np.ndarray, block: int) -> tuple[float, np.ndarray]:
+    """(scale, w [hb, wb]): the image's mean residual after REF_STAGE stages and each block's
+    weight on its squared error (ones for an image without residual)."""
+    ref = err[min(REF_STAGE, err.shape[0]) - 1]
+    scale = float(ref.mean())
+    cells = _block_sums(np.ones((1, *ref.shape)), block)[0]
+    if not scale > 0:
+        return scale, np.ones_like(cells)
+    flat = _block_sums(ref[None], block)[0] / (cells * scale)
+    return scale, np.maximum(flat, 1e-3) ** -FLATNESS
+
+
 def choose(err: np.ndarray, bits: np.ndarray, lam_: float, block: int = BLOCK) -> np.ndarray:
     """Stage count [hb, wb] in 1..S per block minimising w D + lam * scale * R (see the module
     docstring; scale: the image's mean residual after REF_STAGE stages).
 
     err: [S, h, w] squared latent residual after each stage; bits: [S, h, w] each index's cost."""
     err = np.asarray(err, dtype=np.float64)
-    ref = err[min(REF_STAGE, err.shape[0]) - 1]
-    scale = float(ref.mean())
-    d = _block_sums(err, block)
+    scale, w = _weighting(err, block)
+    d = _block_sums(err, block) * w
     r = np.cumsum(_block_sums(np.asarray(bits, dtype=np.float64), block), 0)
-    if scale > 0:
-        cells = _block_sums(np.ones((1, *ref.shape)), block)[0]
-        flat = _block_sums(ref[None], block)[0] / (cells * scale)
-        d = d * np.maximum(flat, 1e-3) ** -FLATNESS
     return (d + lam_ * scale * r).argmin(0).astype(np.int64) + 1
+
+
+def price(err: np.ndarray, lam_: float, block: int = BLOCK) -> np.ndarray:
+    """What a bit is worth in squared latent error at each position [h, w]: the trade choose()
+    makes, lam * scale / w, for a search that picks codes within a block's stages (vqcli.codec)."""
+    err = np.asarray(err, dtype=np.float64)
+    scale, w = _weighting(err, block)
+    return expand(lam_ * scale / w, err.shape[1:], block)
 
 
 def expand(counts: np.ndarray, shape: tuple[int, int], block: int = BLOCK) -> np.ndarray:

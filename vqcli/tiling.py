@@ -134,11 +134,20 @@ def _with_fallback(h: int, w: int, tile: int, halo: int, run: Callable[[Tile], N
 
 
 # -- encode / decode --------------------------------------------------------------------------------
+@dataclass
+class Encoded:
+    """What tiled encoding gives: greedy indices, and on request each stage's residual and the latent."""
+
+    indices: torch.Tensor  # int64 [S, h, w]
+    errors: torch.Tensor | None = None  # float32 [S, h, w]: squared latent residual after each stage
+    latent: torch.Tensor | None = None  # float32 [h, w, D]: the encoder's output, for a search (codec)
+
+
 @torch.no_grad()
-def encode(model, rgb: np.ndarray, tile: int | None = None,
-           progress: Callable[[float], None] | None = None, errors: bool = False):
-    """uint8 [H, W, 3] -> int64 [S, ceil(H/f), ceil(W/f)] (bottom/right replicate-padded), tile by tile;
-    with errors, (indices, float32 [S, h, w] squared latent residual after each stage)."""
+def encode(model, rgb: np.ndarray, tile: int | None = None, progress: Callable[[float], None] | None = None,
+           errors: bool = False, latent: bool = False) -> Encoded:
+    """uint8 [H, W, 3] -> greedy indices of every stage on the latent grid [ceil(H/f), ceil(W/f)]
+    (bottom/right replicate-padded), tile by tile; with errors / latent, those too (Encoded)."""
     from .data import pad_to_multiple, to_tensor
 
     cfg: ModelConfig = model.cfg
@@ -146,8 +155,9 @@ def encode(model, rgb: np.ndarray, tile: int | None = None,
     f = cfg.downsample
     height, width = rgb.shape[:2]
     h, w = -(-height // f), -(-width // f)
-    out = torch.empty((cfg.stages, h, w), dtype=torch.int64)
-    err = torch.empty((cfg.stages, h, w), dtype=torch.float32) if errors else None
+    res = Encoded(torch.empty((cfg.stages, h, w), dtype=torch.int64),
+                  torch.empty((cfg.stages, h, w), dtype=torch.float32) if errors else None,
+                  torch.empty((h, w, cfg.latent_dim), dtype=torch.float32) if latent else None)
     halo = receptive_field(cfg).encoder_halo
 
     def run(t: Tile) -> None:
@@ -157,12 +167,14 @@ def encode(model, rgb: np.ndarray, tile: int | None = None,
         x, _ = pad_to_multiple(x, f)  # only a tile on the bottom/right edge needs it: same rows as untiled
         z = model.latent(x)[..., y0 - a0:y1 - a0, x0 - b0:x1 - b0]  # the halo is not quantized
         idx, e = model.quantize(z)
-        out[:, y0:y1, x0:x1] = idx[0].cpu()
-        if err is not None:
-            err[:, y0:y1, x0:x1] = e[0].cpu()
+        res.indices[:, y0:y1, x0:x1] = idx[0].cpu()
+        if res.errors is not None:
+            res.errors[:, y0:y1, x0:x1] = e[0].cpu()
+        if res.latent is not None:
+            res.latent[y0:y1, x0:x1] = z[0].permute(1, 2, 0).float().cpu()
 
     _with_fallback(h, w, tile or default_tile(device), halo, run, progress)
-    return (out, err) if errors else out
+    return res
 
 
 @torch.no_grad()
