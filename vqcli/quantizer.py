@@ -301,16 +301,18 @@ class ResidualVQ(nn.Module):
 
     @torch.no_grad()
     def beam_encode(self, x: torch.Tensor, depth: int, beam: int, bits: list[torch.Tensor] | None = None,
-                    price: torch.Tensor | None = None, chunk: int = 4096) -> torch.Tensor:
+                    price: torch.Tensor | None = None, chunk: int | None = None) -> torch.Tensor:
         """Indices [N, depth] for latent vectors x [N, D] by a beam search over the stages: keep
         the `beam` best partial paths per vector, each scored by its squared latent residual
         plus, with `bits`, price [N] x the bits of its codes so far. bits: stage 0's code
         lengths [K], then each later stage's [K, K] given the previous stage's code.
 
         Greedy choice (beam 1, no price) is encode(); a wider beam finds paths it misses, where an
-        early code that is not the nearest leaves a residual the later stages fit better."""
+        early code that is not the nearest leaves a residual the later stages fit better. Vectors
+        go in chunks (default 4096 / beam: each [chunk, beam, K] score matrix stays at 4 MB)."""
         if bits is not None and (price is None or price.shape != x.shape[:1]):
             raise ValueError("bits need a price per vector")
+        chunk = chunk or max(1, 4096 // beam)
         books = [layer.lookup(torch.arange(layer.codebook_size, device=x.device)).float()
                  for layer in self.layers[:depth]]
         out = [self._beam(x[i:i + chunk].float(), books, beam, bits,
