@@ -35,6 +35,7 @@ from .weights import Weights
 
 GREY_SOURCES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _MODELS: dict[tuple[str, str], EntropyModel] = {}
+SEARCH_ROWS = 1 << 16  # latent positions per slice of the encoder's search
 
 
 def check_effort(effort: int) -> None:
@@ -241,12 +242,14 @@ class Encoder:
         device = next(model.parameters()).device
         tables = None if price is None else [torch.from_numpy(t).float() for t in self.em.bit_tables()]
         out = np.full((int(per_position.max()), *per_position.shape), -1, dtype=np.int64)
+        flat_out, latent = out.reshape(out.shape[0], -1), self.latent.reshape(-1, self.latent.shape[-1])
         for depth in range(1, out.shape[0] + 1):
-            here = torch.from_numpy(per_position == depth)
-            if bool(here.any()):
-                p = None if price is None else torch.from_numpy(price)[here].float().to(device)
-                found = model.quantizer.beam_encode(self.latent[here].to(device), depth, beam, tables, p)
-                out[:depth, here.numpy()] = found.cpu().numpy().T
+            where = np.flatnonzero(per_position.ravel() == depth)
+            for i in range(0, where.size, SEARCH_ROWS):  # in slices: a 100 MP latent is 200 MB
+                rows = where[i:i + SEARCH_ROWS]
+                p = None if price is None else torch.from_numpy(price.ravel()[rows]).float().to(device)
+                found = model.quantizer.beam_encode(latent[torch.from_numpy(rows)].to(device), depth, beam, tables, p)
+                flat_out[:depth, rows] = found.cpu().numpy().T
         return out
 
     def uniform(self, n: int) -> _Coded:
