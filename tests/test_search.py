@@ -189,5 +189,7 @@ def test_cli_effort(tiny_weights, tmp_path) -> None:
         r = CliRunner().invoke(app, [*base, "-o", str(tmp_path / f"e{effort}.vqz"), "--effort", str(effort), "--json"])
         assert r.exit_code == 0, r.output
         assert json.loads(r.stdout)["effort"] == effort
+    r = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "e0.vqz"), "-f", "--effort", "0"])
+    assert r.exit_code == 0 and "effort" in r.stdout and "0 (greedy codes)" in r.stdout
     r = CliRunner().invoke(app, [*base, "-o", str(tmp_path / "bad.vqz"), "--effort", str(len(EFFORTS))])
     assert r.exit_code == 2 and not (tmp_path / "bad.vqz").exists()

@@ -188,6 +188,7 @@ def compress_table(info: dict[str, Any]):
         t.add_row("rate", f"quality {info['quality']:g} ({info['rate']}): up to {info['stages']} of "
                           f"{info['model_stages']} stages per block, stage map {info['stage_map_bytes']:,} bytes, "
                           f"{info['entropy_model']} entropy model")
+    t.add_row("effort", f"{info['effort']} ({'greedy codes' if info['effort'] == 0 else 'codes searched'})")
     if info.get("note"):
         t.add_row("note", info["note"])
     if "verify" in info:
