@@ -99,8 +99,7 @@ def compress(image: ImageLike, *, quality: float | None = None, bpp: float | Non
     from . import codec
 
     codec.check_rate(stages, bpp, psnr, quality=quality)
-    effort = codec.DEFAULT_EFFORT if effort is None else effort
-    codec.check_effort(effort)
+    effort = codec.check_effort(effort)
     name = str(image) if isinstance(image, (str, os.PathLike)) else "<image>"
     loaded = as_image(image)
     return codec.compress(load_model(weights, device), loaded, stages, bpp, psnr, name=name, quality=quality,

@@ -38,9 +38,13 @@ _MODELS: dict[tuple[str, str], EntropyModel] = {}
 SEARCH_ROWS = 1 << 16  # latent positions per slice of the encoder's search
 
 
-def check_effort(effort: int) -> None:
+def check_effort(effort: int | None) -> int:
+    """The effort to use: None means DEFAULT_EFFORT; one outside EFFORTS is a UsageError."""
+    if effort is None:
+        return DEFAULT_EFFORT
     if not 0 <= effort < len(EFFORTS):
         raise UsageError(f"effort {effort}: expected 0 to {len(EFFORTS) - 1}", params=("effort",))
+    return effort
 
 
 def entropy_model(weights: Weights, kind: str = "auto") -> EntropyModel:
@@ -219,14 +223,14 @@ class Encoder:
     searched at the given effort (EFFORTS)."""
 
     def __init__(self, weights: Weights, em: EntropyModel, image: LoadedImage, mode: str,
-                 effort: int = DEFAULT_EFFORT) -> None:
-        check_effort(effort)
-        self.weights, self.em, self.mode, self.effort = weights, em, mode, effort
+                 effort: int | None = None) -> None:
+        self.weights, self.em, self.mode, self.effort = weights, em, mode, check_effort(effort)
         self.height, self.width = image.rgb.shape[:2]
-        enc = tiling.encode(weights.model, image.rgb, errors=True, latent=effort > 0)
+        enc = tiling.encode(weights.model, image.rgb, errors=True, latent=self.effort > 0)
         self.idx, self.err, self.latent = np.ascontiguousarray(enc.indices.numpy()), enc.errors.numpy(), enc.latent
         self.alpha = vqz.pack_alpha(image.alpha) if image.alpha is not None else None
-        self._bits: np.ndarray | None = None
+        self._bits: np.ndarray | None = None  # each greedy index's bits, for the stage map
+        self._tables: list[torch.Tensor] | None = None  # the entropy model's bit tables, for the search
 
     def _frame(self, idx: np.ndarray, stage_map: bytes | None) -> _Coded:
         ideal: list[float] = []
@@ -234,13 +238,15 @@ class Encoder:
         data = frame(self.weights, payloads, self.width, self.height, self.em, self.mode, self.alpha, stage_map)
         return _Coded(data, idx, payloads, ideal, stage_map)
 
-    def _search(self, per_position: np.ndarray, price: np.ndarray | None) -> np.ndarray:
+    def _beam_codes(self, per_position: np.ndarray, price: np.ndarray | None) -> np.ndarray:
         """Indices [n, h, w] found by beam search to each position's depth (-1 below it); bits
         priced at `price` [h, w] (squared latent error per bit), or not at all."""
         beam, _ = EFFORTS[self.effort]
         model = self.weights.model
         device = next(model.parameters()).device
-        tables = None if price is None else [torch.from_numpy(t).float() for t in self.em.bit_tables()]
+        if price is not None and self._tables is None:
+            self._tables = [torch.from_numpy(t).float() for t in self.em.bit_tables()]
+        tables = None if price is None else self._tables
         out = np.full((int(per_position.max()), *per_position.shape), -1, dtype=np.int64)
         flat_out, latent = out.reshape(out.shape[0], -1), self.latent.reshape(-1, self.latent.shape[-1])
         for depth in range(1, out.shape[0] + 1):
@@ -255,7 +261,7 @@ class Encoder:
     def uniform(self, n: int) -> _Coded:
         if self.effort == 0:
             return self._frame(self.idx[:n].copy(), None)
-        return self._frame(self._search(np.full(self.idx.shape[1:], n), None), None)
+        return self._frame(self._beam_codes(np.full(self.idx.shape[1:], n), None), None)
 
     def adaptive(self, quality: float) -> _Coded:
         if self._bits is None:
@@ -266,7 +272,7 @@ class Encoder:
         if self.effort == 0:
             idx = stagemap.apply(self.idx[:int(counts.max())], per_position)
         else:
-            idx = self._search(per_position, EFFORTS[self.effort][1] * stagemap.price(self.err, lam))
+            idx = self._beam_codes(per_position, EFFORTS[self.effort][1] * stagemap.price(self.err, lam))
         return self._frame(idx, stagemap.encode(counts))
 
     def bpp(self, c: _Coded) -> float:
@@ -286,13 +292,13 @@ def _search(ok, lo: int = 0, hi: int = 100) -> int | None:
 
 def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bpp: float | None = None,
              psnr: float | None = None, entropy: str = "auto", name: str = "<input>",
-             quality: float | None = None, effort: int = DEFAULT_EFFORT) -> CompressResult:
+             quality: float | None = None, effort: int | None = None) -> CompressResult:
     """Encode an image; at most one of stages / quality / bpp / psnr picks the rate (default:
-    the weights' default_quality); effort 0..2 how hard to search for codes (EFFORTS). name: the
-    input's name for error messages."""
+    the weights' default_quality); effort 0..2 how hard to search for codes (EFFORTS; default
+    DEFAULT_EFFORT). name: the input's name for error messages."""
     total = weights.config.stages
     check_rate(stages, bpp, psnr, total, quality)
-    check_effort(effort)
+    effort = check_effort(effort)
     height, width = image.rgb.shape[:2]
     mode = colour_mode(image)
     em = entropy_model(weights, entropy)

@@ -211,12 +211,11 @@ def run_compress(inputs: list[str], output: str | None, weights_path: Path | Non
                  quality: float | None = None, effort: int | None = None) -> int:
     """Returns the exit code (0, or 1 when some file of a batch failed); n_jobs: worker processes
     (default: the available cores); max_pixels: larger images are refused (None: no limit)."""
-    from .codec import DEFAULT_EFFORT, check_effort, check_rate
+    from .codec import check_effort, check_rate
 
     check_max_pixels(max_pixels)
     check_rate(stages, bpp, psnr, quality=quality)
-    effort = DEFAULT_EFFORT if effort is None else effort
-    check_effort(effort)
+    effort = check_effort(effort)
     jobs, batch = plan_compress(inputs, output)
     for j in jobs:
         _refuse_tty(j.dst)

@@ -101,8 +101,7 @@ def vq_points(weights, rgb: np.ndarray, tally: Tally, uniform: bool = False, eff
 
     h, w = rgb.shape[:2]
     t0 = time.perf_counter()
-    enc = codec.Encoder(weights, codec.entropy_model(weights), LoadedImage(rgb, None, "RGB"), "RGB",
-                        codec.DEFAULT_EFFORT if effort is None else effort)
+    enc = codec.Encoder(weights, codec.entropy_model(weights), LoadedImage(rgb, None, "RGB"), "RGB", effort)
     t_model = time.perf_counter() - t0
     out = []
     for setting in range(1, weights.config.stages + 1) if uniform else VQ_QUALITIES:
@@ -183,12 +182,12 @@ def evaluate(weights, folder: Path, codecs: list[str], limit: int | None = None,
              progress: bool = True, effort: int | None = None) -> dict[str, Any]:
     """Run every codec over the folder's images (vq at `effort`, default codec.DEFAULT_EFFORT);
     returns the full, JSON-ready report."""
-    from .codec import DEFAULT_EFFORT, check_effort
-
-    effort = DEFAULT_EFFORT if effort is None else effort
-    check_effort(effort)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .codec import check_effort
+
+    effort = check_effort(effort)
 
     from .images import images_in, load_image
 

@@ -315,6 +315,8 @@ class ResidualVQ(nn.Module):
         chunk = chunk or max(1, 4096 // beam)
         books = [layer.lookup(torch.arange(layer.codebook_size, device=x.device)).float()
                  for layer in self.layers[:depth]]
+        if bits is not None:
+            bits = [b.to(x.device, torch.float32) for b in bits[:depth]]
         out = [self._beam(x[i:i + chunk].float(), books, beam, bits,
                           None if price is None else price[i:i + chunk].float())
                for i in range(0, x.shape[0], chunk)]
@@ -332,8 +334,7 @@ class ResidualVQ(nn.Module):
             # ||r - c||^2 for every path and code: [n, b, K]
             score = residual.pow(2).sum(-1, keepdim=True) - 2 * residual @ codes.t() + codes.pow(2).sum(1)
             if bits is not None:
-                table = bits[s].to(x.device, torch.float32)
-                cost = spent[..., None] + (table.expand(n, 1, k) if s == 0 else table[paths[:, :, -1]])
+                cost = spent[..., None] + (bits[0].expand(n, 1, k) if s == 0 else bits[s][paths[:, :, -1]])
                 score = score + price[:, None, None] * cost
             top = score.reshape(n, -1).topk(min(beam, score.shape[1] * k), dim=1, largest=False).indices
             parent, code = top // k, top % k

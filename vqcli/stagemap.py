@@ -75,8 +75,8 @@ def _block_sums(a: np.ndarray, block: int) -> np.ndarray:
 
 def _weighting(err: np.ndarray, block: int) -> tuple[float, np.ndarray]:
     """(scale, w [hb, wb]): the image's mean residual after REF_STAGE stages and each block's
-    weight on its squared error (ones for an image without residual)."""
-    ref = err[min(REF_STAGE, err.shape[0]) - 1]
+    weight on its squared error (ones for an image without residual); err [S, h, w]."""
+    ref = np.asarray(err[min(REF_STAGE, len(err)) - 1], dtype=np.float64)
     scale = float(ref.mean())
     cells = _block_sums(np.ones((1, *ref.shape)), block)[0]
     if not scale > 0:
@@ -100,9 +100,8 @@ def choose(err: np.ndarray, bits: np.ndarray, lam_: float, block: int = BLOCK) -
 def price(err: np.ndarray, lam_: float, block: int = BLOCK) -> np.ndarray:
     """What a bit is worth in squared latent error at each position [h, w]: the trade choose()
     makes, lam * scale / w, for a search that picks codes within a block's stages (vqcli.codec)."""
-    err = np.asarray(err, dtype=np.float64)
     scale, w = _weighting(err, block)
-    return expand(lam_ * scale / w, err.shape[1:], block)
+    return expand(lam_ * scale / w, np.shape(err)[1:], block)
 
 
 def expand(counts: np.ndarray, shape: tuple[int, int], block: int = BLOCK) -> np.ndarray:
