@@ -13,7 +13,13 @@ CASES  ?= 100000
 IMAGES ?= 10000
 SEED   ?= 0
 
-.PHONY: install test demo bench lint clean fuzz bench-speed
+# The GPU burst: RUNPY=python3 on a lent machine, whose python already holds torch (no venv there).
+RUNPY  ?= $(BIN)/python
+GPU_DATA ?= ../shared/data/permissive ../shared/data/train/debian_wallpapers
+GPU_SECONDS ?= 380
+NEEDS_VENV := $(if $(filter $(BIN)/python,$(RUNPY)),install)
+
+.PHONY: install test demo bench lint clean fuzz bench-speed check-cuda gpu-cache train-gpu
 
 install: $(VENV)/.installed
 
@@ -45,6 +51,18 @@ fuzz: install
 
 bench-speed: install
 	$(BIN)/python tools/bench_speed.py --val $(VAL) --out $(OUT)/bench-speed
+
+# Every CUDA test and check, with a report under $(OUT)/check-cuda (the CPU halves without CUDA).
+check-cuda: $(NEEDS_VENV)
+	$(RUNPY) tools/check_cuda.py --out $(OUT)/check-cuda
+
+# The permissive training folders packed small (.gpu/data, ~36 MB) to travel with a GPU burst.
+gpu-cache: install
+	$(BIN)/python tools/make_gpu_cache.py $(GPU_DATA) --out .gpu/data
+
+# Train the hifi preset for GPU_SECONDS on CUDA from .gpu/data; release in parts under $(OUT)/gpu.
+train-gpu: $(NEEDS_VENV)
+	$(RUNPY) tools/train_gpu.py --data .gpu/data --out $(OUT)/gpu --seconds $(GPU_SECONDS)
 
 lint: install
 	$(BIN)/python -m ruff check vqcli tests tools

@@ -356,10 +356,10 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
         console.print(f"training {sum(p.numel() for p in model.parameters()):,} parameters on {dev} "
                       f"x{world}, {len(files)} images, steps {state.step}->{tcfg.steps}, batch {tcfg.batch_size}x{tcfg.crop}²")
     S, K = cfg.stages, cfg.codebook_size
-    used = torch.zeros(S, K, dtype=torch.bool)
+    used = torch.zeros(S, K, dtype=torch.bool, device=dev)  # on the device: no index copy per step
     acc = {"loss": 0.0, "mse": 0.0, "n": 0, "steps": 0}
     if state.window:
-        used = torch.tensor(state.window.pop("used"), dtype=torch.bool)
+        used = torch.tensor(state.window.pop("used"), dtype=torch.bool, device=dev)
         acc = state.window
     t_last, n_last = time.time(), 0
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16(tcfg.precision, dev))
@@ -389,9 +389,7 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
             opt.step()
             step += 1
             full = res.n_stages.flatten() == S
-            idx = res.indices.permute(1, 0, 2, 3).reshape(S, -1).cpu()
-            for s in range(S):
-                used[s, idx[s]] = True
+            used.scatter_(1, res.indices.permute(1, 0, 2, 3).reshape(S, -1), True)
             # Report PSNR of the full-rate reconstructions only, so dropout does not blur the figure.
             if full.any():
                 err = (recon - x).pow(2).mean(1).flatten()  # per pixel
