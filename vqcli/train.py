@@ -299,8 +299,8 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
         raise VQError("start from weights or resume a checkpoint, not both")
 
     dev = resolve_device(device)
-    if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
-        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    if dev.type == "cuda" and dev.index is None:  # set_device needs an index
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     rank, world = dist_setup(dev)
