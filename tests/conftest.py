@@ -14,6 +14,37 @@ from PIL import Image
 torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_state() -> Iterator[None]:
+    """Every test starts from the same process state and leaves it so: thread count, default
+    dtype, deterministic-algorithm flags and the RNGs (torch, Python, numpy's global one)."""
+    import random
+
+    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    rng, py, npy = torch.get_rng_state(), random.getstate(), np.random.get_state()
+    yield
+    torch.set_num_threads(threads)
+    torch.set_default_dtype(dtype)
+    torch.use_deterministic_algorithms(deterministic)
+    torch.set_rng_state(rng)
+    random.setstate(py)
+    np.random.set_state(npy)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """VQ_TEST_ORDER=reverse (files and tests backwards) or shuffle[:SEED] runs the suite in
+    another order, to find tests that depend on the ones run before them."""
+    import os
+    import random
+
+    order = os.environ.get("VQ_TEST_ORDER", "")
+    if order == "reverse":
+        items.reverse()
+    elif order.startswith("shuffle"):
+        random.Random(int(order.partition(":")[2] or 0)).shuffle(items)
+
+
 def make_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     """A smooth, photo-like uint8 RGB image: gradients, blobs and a little noise."""
     rng = np.random.default_rng(seed)

@@ -15,7 +15,7 @@ from vqcli.api import compress, decompress
 from vqcli.cli import app
 from vqcli.config import PRESETS, ModelConfig, TrainConfig
 from vqcli.data import to_tensor
-from vqcli.quantizer import VectorQuantizer, code_bits, nearest_code
+from vqcli.quantizer import VectorQuantizer, code_bits, nearest_code, squared_distances
 from vqcli.stats import entropy_bits
 from vqcli.train import train
 from vqcli.weights import load_weights
@@ -88,11 +88,18 @@ def test_rate_aware_release_encodes_as_trained_and_round_trips(image_dir: Path, 
     stored = w.model.quantizer.layers[0].rate_cost
     assert bool((stored > 0).all())
     assert torch.allclose(stored, res.model.quantizer.layers[0].rate_cost, rtol=1e-3)  # fp16 in the file
-    # Encoding pays the price: the loaded model's codes differ from the nearest ones somewhere.
+    # Encoding pays the price: priced so that one rarely nearest code is cheaper than any other
+    # by more than every distance margin, the encoder picks it everywhere.
     x = to_tensor(make_image(64, 96, 3))
     z = w.model.latent(x).permute(0, 2, 3, 1).reshape(-1, TINY.latent_dim)
     layer = w.model.quantizer.layers[0]
-    assert not torch.equal(layer.encode(z), nearest_code(z, layer.codebook))
+    nearest = nearest_code(z, layer.codebook)
+    cheap = int(torch.bincount(nearest, minlength=TINY.codebook_size).argmin())
+    d = squared_distances(z, layer.codebook)
+    layer.rate_cost.fill_(float((d[:, cheap] - d.min(1).values).max()) + 1.0)
+    layer.rate_cost[cheap] = 0.0
+    assert bool((nearest != cheap).any())
+    assert torch.equal(layer.encode(z), torch.full_like(nearest, cheap))
     # The codec needs nothing new: a file decodes with the indices the encoder chose.
     rgb = make_image(40, 56, 4)
     data = compress(rgb, weights=out, stages=TINY.stages)

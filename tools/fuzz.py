@@ -319,10 +319,18 @@ def fuzz_vqz(cases: int, seed: int, time_limit: float = 5.0, memory_mb: float = 
     """Mutated .vqz files through the CLI's per-file decompress path."""
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as `make fuzz` runs it (OMP_NUM_THREADS=1); restored below for callers in-process
+    try:
+        return _fuzz_vqz(cases, seed, time_limit, memory_mb, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fuzz_vqz(cases: int, seed: int, time_limit: float, memory_mb: float, progress: bool) -> Report:
     from vqcli.codecli import Job, _decompress_one
     from vqcli.weights import load_weights
 
-    torch.set_num_threads(1)
     weights = load_weights(TINY, "cpu")
     pool = vqz_seeds(weights)
     rng = random.Random(seed)

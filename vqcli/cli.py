@@ -104,6 +104,8 @@ def train(
     resume: Annotated[Optional[Path], typer.Option(help="Checkpoint to continue from.")] = None,
     init: Annotated[Optional[Path], typer.Option(help="Release weights to start from (fine-tune: their model "
                                                  "config is used, with a fresh optimizer and --warmup).")] = None,
+    widen: Annotated[bool, typer.Option("--widen", help="With --init: grow its network to --preset's sizes "
+                                        "(channels, latent, stages), computing the same images at the start.")] = False,
     device: DeviceOpt = "auto",
     batch_size: Annotated[int, typer.Option(min=1)] = 16,
     crop: Annotated[int, typer.Option(min=16, help="Random crop size in pixels.")] = 128,
@@ -131,6 +133,8 @@ def train(
         raise fail(f"--precision {precision}: expected auto, bf16 or fp32", 2)
     if init is not None and resume is not None:
         raise fail("--init and --resume: choose one (--resume restores a whole training state)", 2)
+    if widen and init is None:
+        raise fail("--widen needs --init (the weights to grow)", 2)
     if rate_weight is not None and resume is not None:
         raise fail("--rate-weight and --resume: a resumed run keeps its checkpoint's model config", 2)
     if rate_weight is not None and not 0 <= rate_weight < math.inf:
@@ -149,7 +153,7 @@ def train(
     def go() -> None:
         try:
             run_train(data, out, PRESETS[preset], tcfg, val_dir=val, resume=resume, device=device, half=half,
-                      init=init, rate_weight=rate_weight)
+                      init=init, rate_weight=rate_weight, widen=widen)
         except TrainingInterrupted as e:
             typer.echo(f"vq: {e}", err=True)
             raise typer.Exit(130) from None

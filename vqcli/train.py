@@ -38,6 +38,7 @@ from .model import VQVAE
 from .quantizer import RATE_BUFFERS
 from .stats import entropy_bits
 from .weights import FORMAT_VERSION, parse_config, read_safetensors, release_tensors, save_weights
+from .widen import check_widening, widen_into
 
 CKPT_FORMAT = "vqcli-checkpoint"
 
@@ -208,15 +209,19 @@ def use_bf16(precision: str, dev: torch.device) -> bool:
 
 
 @torch.no_grad()
-def warm_start(model: VQVAE, weights, vectors_per_step: int) -> None:
-    """Copy release weights into a training model. Release files drop the EMA codebook state, so it
-    is rebuilt from the stored index histogram, as if each code had been assigned at its measured
-    rate for a while: otherwise every code would look dead and be restarted at the first step."""
-    # A change of rate weight adds or drops the rate-price buffers; every other tensor must match.
-    missing, unexpected = model.load_state_dict(weights.model.state_dict(), strict=False)
-    wrong = [k for k in missing + unexpected if not k.endswith(RATE_BUFFERS)]
-    if wrong:
-        raise VQError(f"{weights.path}: weights do not match the model: {wrong[0]}")
+def warm_start(model: VQVAE, weights, vectors_per_step: int, widen: bool = False) -> None:
+    """Copy release weights into a training model (widen: into a wider model, vqcli.widen). Release
+    files drop the EMA codebook state, so it is rebuilt from the stored index histogram, as if each
+    code had been assigned at its measured rate for a while: otherwise every code would look dead
+    and be restarted at the first step."""
+    if widen:
+        widen_into(model, weights.model)
+    else:
+        # A change of rate weight adds or drops the rate-price buffers; every other tensor must match.
+        missing, unexpected = model.load_state_dict(weights.model.state_dict(), strict=False)
+        wrong = [k for k in missing + unexpected if not k.endswith(RATE_BUFFERS)]
+        if wrong:
+            raise VQError(f"{weights.path}: weights do not match the model: {wrong[0]}")
     for layer, hist in zip(model.quantizer.layers, weights.histogram.double()):
         count = (hist / hist.sum().clamp(min=1) * vectors_per_step).float()
         layer.ema_count.copy_(count)
@@ -285,13 +290,14 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
           resume: Path | None = None, device: str = "auto", half: bool = True,
           progress: bool = True, log_every: int = 50, val_images: int = 8,
           on_step: Callable[[int], None] | None = None, init: Path | None = None,
-          rate_weight: float | None = None) -> TrainResult:
+          rate_weight: float | None = None, widen: bool = False) -> TrainResult:
     """Train (or resume) and write release weights to `out` (rank 0).
 
     init: release weights to start from (fine-tuning: their config replaces `cfg`, the optimizer
     starts fresh with tcfg's warm-up); not with resume, which restores a whole training state.
     rate_weight: replaces the model config's (fresh or from init) entropy-constrained assignment
     weight; a resumed run keeps its checkpoint's.
+    widen: with init, grow init's network to `cfg`'s sizes, computing the same images at the start.
     """
     from .weights import load_weights, resolve_device
 
@@ -311,8 +317,12 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
         cfg, old_t, r_tensors, r_meta = load_checkpoint(resume)
         tcfg = TrainConfig(**{**asdict(old_t), "steps": tcfg.steps or old_t.steps})
         resumed = (r_tensors, r_meta)
+    if widen and init is None:
+        raise VQError("widening needs weights to start from (init)")
     start = load_weights(init, "cpu") if init is not None else None
-    if start is not None:
+    if start is not None and widen:
+        check_widening(start.config, cfg)
+    elif start is not None:
         cfg = start.config
     if rate_weight is not None and resumed is None:
         cfg = dataclasses.replace(cfg, rate_weight=rate_weight)
@@ -328,8 +338,8 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
     if resumed:
         state = restore(model, opt, *resumed)
     elif start is not None:
-        warm_start(model, start, tcfg.batch_size * world * (tcfg.crop // cfg.downsample) ** 2)
-        state.history.append({"init": start.model_id})
+        warm_start(model, start, tcfg.batch_size * world * (tcfg.crop // cfg.downsample) ** 2, widen)
+        state.history.append({"init": start.model_id, **({"widened": True} if widen else {})})
     net: torch.nn.Module = model
     if world > 1:
         # The quantizer keeps its buffers in sync itself; DDP must not overwrite them from rank 0.
