@@ -69,8 +69,12 @@ def test_truncated_training_image_is_skipped_and_resume_keeps_the_total(image_di
     r = runner.invoke(app, ["train", str(data), "--steps", "6", *args])
     assert r.exit_code == 0, r.output
     assert load_weights(out).training["images"] == 8  # cut.jpg skipped
-    # Resuming a finished run without --steps keeps its 6 steps (it does not run on to the default).
-    r = runner.invoke(app, ["train", str(data), "--resume", str(tmp_path / "w.ckpt.safetensors"), *args])
+    # Resuming a finished run without --steps keeps its 6 steps (it does not run on to the default);
+    # it writes the weights again, so -f: they would replace the ones files were made with.
+    resume = ["train", str(data), "--resume", str(tmp_path / "w.ckpt.safetensors"), *args]
+    r = runner.invoke(app, resume)
+    assert r.exit_code == 1 and "already exists" in r.output
+    r = runner.invoke(app, [*resume, "-f"])
     assert r.exit_code == 0, r.output
     assert load_weights(out).training["steps"] == 6
     r = runner.invoke(app, ["train", str(data), "--steps", "6", *args[:2], "--out", str(tmp_path / "no" / "w.st")])
@@ -95,3 +99,25 @@ def test_unexpected_errors_are_one_line(monkeypatch) -> None:
     monkeypatch.setenv("VQ_DEBUG", "1")
     with pytest.raises(RuntimeError):
         run_guarded(boom)
+
+
+def _train_args(image_dir: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", str(image_dir), "--preset", "tiny", "--steps", "2", "--out", str(out), "--batch-size", "2",
+            "--crop", "32", "--workers", "0", "--device", "cpu", *extra]
+
+
+def test_vq_train_never_replaces_weights_or_a_checkpoint_without_force(image_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mine.safetensors"
+    out.write_bytes(b"weights that decode my files")
+    r = runner.invoke(app, _train_args(image_dir, out))
+    assert r.exit_code == 1 and "already exists (use -f to overwrite)" in r.output and str(out) in r.output
+    assert out.read_bytes() == b"weights that decode my files"
+    out.unlink()
+    ckpt = tmp_path / "mine.ckpt.safetensors"
+    ckpt.write_bytes(b"an interrupted run")
+    r = runner.invoke(app, _train_args(image_dir, out))
+    assert r.exit_code == 1 and f"--resume {ckpt}" in r.output and "-f" in r.output
+    assert ckpt.read_bytes() == b"an interrupted run" and not out.exists()
+    r = runner.invoke(app, _train_args(image_dir, out, "-f"))
+    assert r.exit_code == 0, r.output
+    assert load_weights(out).config.stages == 3 and ckpt.stat().st_size > 100

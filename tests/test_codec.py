@@ -196,8 +196,10 @@ def test_rate_control_bpp(weights):
     assert res.bpp <= budget and res.quality is not None and bpp(int(res.quality) + 1) > budget
     assert res.data == compress(weights, img, quality=res.quality).data and res.rate == f"--bpp {budget:g}"
     assert compress(weights, img, bpp=100).quality == 100
-    low = compress(weights, img, bpp=bpp(0) / 2)
-    assert low.quality == 0 and "even quality 0" in low.note
+    with pytest.raises(VQError, match=r"<input>: even quality 0 needs .* bpp > .*best_effort writes the nearest"):
+        compress(weights, img, bpp=bpp(0) / 2)
+    low = compress(weights, img, bpp=bpp(0) / 2, best_effort=True)
+    assert low.quality == 0 and "even quality 0" in low.note and "used quality 0" in low.note
 
 
 def test_rate_control_psnr(weights):
@@ -212,7 +214,9 @@ def test_rate_control_psnr(weights):
     res = compress(weights, img, psnr=target)
     assert quality_psnr(int(res.quality)) >= target > quality_psnr(int(res.quality) - 1)
     assert res.psnr_by_quality and all(0 <= q <= 100 for q in res.psnr_by_quality)
-    best = compress(weights, img, psnr=200)
+    with pytest.raises(VQError, match="no quality reaches 200 dB"):
+        compress(weights, img, psnr=200)
+    best = compress(weights, img, psnr=200, best_effort=True)
     assert best.quality == 100 and "no quality reaches" in best.note
 
 

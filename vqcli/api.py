@@ -90,12 +90,13 @@ def _read(data: DataLike) -> tuple[bytes, str]:
 
 def compress(image: ImageLike, *, quality: float | None = None, bpp: float | None = None,
              psnr: float | None = None, stages: int | None = None, weights: WeightsLike = None,
-             device: str | None = None, effort: int | None = None) -> bytes:
+             device: str | None = None, effort: int | None = None, best_effort: bool = False) -> bytes:
     """Compress an image to .vqz bytes. At most one of `quality` (0-100: each block keeps the
     stages worth their bits), `bpp` (the highest quality whose file fits), `psnr` (the lowest
     quality reaching it, dB) and `stages` (the first N RVQ stages everywhere: a plain token
     grid) sets the rate; default: the weights' default quality. `effort` 0-2 (default 1): how hard
-    the encoder searches for codes; more is slower and gives smaller files at equal quality."""
+    the encoder searches for codes; more is slower and gives smaller files at equal quality.
+    A `bpp` or `psnr` that no quality meets is a VQError, unless `best_effort` (the nearest file)."""
     from . import codec
 
     codec.check_rate(stages, bpp, psnr, quality=quality)
@@ -103,7 +104,7 @@ def compress(image: ImageLike, *, quality: float | None = None, bpp: float | Non
     name = str(image) if isinstance(image, (str, os.PathLike)) else "<image>"
     loaded = as_image(image)
     return codec.compress(load_model(weights, device), loaded, stages, bpp, psnr, name=name, quality=quality,
-                          effort=effort).data
+                          effort=effort, best_effort=best_effort).data
 
 
 def decompress(data: DataLike, *, stages: int | None = None, weights: WeightsLike = None,

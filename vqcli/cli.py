@@ -123,6 +123,8 @@ def train(
     precision: Annotated[str, typer.Option(help="auto, bf16 or fp32: autocast of the conv network (auto: bf16 "
                                            "where the device has it natively).")] = "auto",
     cache: Annotated[bool, typer.Option(help="Keep the decoded training images in memory.")] = False,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing --out, and start over "
+                                        "where a checkpoint of an earlier run lies beside it.")] = False,
 ) -> None:
     """Train a VQ-VAE on a folder of images and write release weights."""
     if preset not in PRESETS:
@@ -140,8 +142,9 @@ def train(
     if rate_weight is not None and not 0 <= rate_weight < math.inf:
         raise fail(f"--rate-weight {rate_weight}: expected a finite number >= 0", 2)
     from .config import TrainConfig
+    from .errors import VQError
     from .fileio import check_output
-    from .train import TrainingInterrupted
+    from .train import TrainingInterrupted, checkpoint_path
     from .train import train as run_train
 
     # On --resume every setting comes from the checkpoint; only an explicit --steps extends the run.
@@ -158,7 +161,16 @@ def train(
             typer.echo(f"vq: {e}", err=True)
             raise typer.Exit(130) from None
 
-    run_guarded(check_output, out)
+    def check_outputs() -> None:
+        # Weights decode every file made with them, and a checkpoint holds hours of work: neither is
+        # replaced without -f. A resumed run's own checkpoint is its to update.
+        check_output(out, force)
+        ckpt = checkpoint_path(out)
+        if resume is None and not force and ckpt.exists():
+            raise VQError(f"{ckpt}: a checkpoint of an earlier run is there; continue it with --resume {ckpt}, "
+                          "or use -f to start over")
+
+    run_guarded(check_outputs)
     run_guarded(go)
 
 
@@ -192,6 +204,8 @@ def compress(
     psnr: Annotated[Optional[float], typer.Option(help="Lowest quality reaching DB decibels PSNR.")] = None,
     stages: Annotated[Optional[int], typer.Option(
         help="Keep the first N RVQ stages everywhere instead (a plain token grid; larger files).")] = None,
+    best_effort: Annotated[bool, typer.Option("--best-effort", help="When no quality meets --bpp or --psnr, "
+                                              "write the nearest file (quality 0 or 100) instead of failing.")] = False,
     effort: EffortOpt = DEFAULT_EFFORT,
     force: CodecForceOpt = False,
     json_out: CodecJsonOpt = False,
@@ -204,7 +218,7 @@ def compress(
     from .codecli import run_compress
 
     code = run_guarded(run_compress, inputs, output, weights, device, stages, bpp, psnr, force,
-                       json_out, verify, jobs, max_pixels, quality, effort)
+                       json_out, verify, jobs, max_pixels, quality, effort, best_effort)
     raise typer.Exit(code)
 
 

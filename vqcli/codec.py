@@ -290,12 +290,22 @@ def _search(ok, lo: int = 0, hi: int = 100) -> int | None:
     return lo
 
 
+def _unreachable(name: str, why: str, best_effort: bool, instead: str) -> str:
+    """The note of a rate target no quality meets, or (without best_effort) the error."""
+    if not best_effort:
+        raise VQError(f"{name}: {why} (best_effort writes the nearest file)", params=("best_effort",))
+    return f"{why}; {instead}"
+
+
 def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bpp: float | None = None,
              psnr: float | None = None, entropy: str = "auto", name: str = "<input>",
-             quality: float | None = None, effort: int | None = None) -> CompressResult:
+             quality: float | None = None, effort: int | None = None, best_effort: bool = False) -> CompressResult:
     """Encode an image; at most one of stages / quality / bpp / psnr picks the rate (default:
     the weights' default_quality); effort 0..2 how hard to search for codes (EFFORTS; default
-    DEFAULT_EFFORT). name: the input's name for error messages."""
+    DEFAULT_EFFORT). name: the input's name for error messages.
+
+    A --bpp or --psnr target that no quality meets is a VQError, unless best_effort: then the
+    nearest file is made (quality 0 or 100) and the result's note says so."""
     total = weights.config.stages
     check_rate(stages, bpp, psnr, total, quality)
     effort = check_effort(effort)
@@ -318,7 +328,8 @@ def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bp
         quality = _search(fits)
         if quality is None:
             quality = 0
-            note = f"even quality 0 needs {enc.bpp(tried[0]):.3f} bpp > {bpp:g}; used quality 0"
+            note = _unreachable(name, f"even quality 0 needs {enc.bpp(tried[0]):.3f} bpp > {bpp:g}", best_effort,
+                                "used quality 0")
         coded = tried[quality]
     elif psnr is not None:
         rate = f"--psnr {psnr:g}"
@@ -334,7 +345,8 @@ def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bp
         quality = 0 if below is None else below + 1
         if quality > 100:
             quality = 100
-            note = f"no quality reaches {psnr:g} dB (best {by_quality[100]:.2f} dB); used quality 100"
+            note = _unreachable(name, f"no quality reaches {psnr:g} dB (best {by_quality[100]:.2f} dB)", best_effort,
+                                "used quality 100")
         coded = tried[quality] if quality in tried else enc.adaptive(quality)
     else:
         rate = f"--quality {quality:g}" if quality is not None else "default"

@@ -154,6 +154,8 @@ def _compress_one(weights, job: Job, rate: dict, force: bool, verify: bool,
     n_raw = len(raw)
     del raw  # the input file need not stay in memory while the model runs
     result = compress(weights, image, **rate, name=_name(job.src))
+    if result.note:  # on stderr too, where a script's log keeps it
+        _console().print(f"vq: note: {_name(job.src)}: {result.note}", markup=False)
     h, w = image.rgb.shape[:2]
     info: dict[str, Any] = {"input": _name(job.src), "output": "<stdout>" if job.dst == STDIO else job.dst,
                             "input_bytes": n_raw, "output_bytes": len(result.data),
@@ -208,7 +210,7 @@ def compress_table(info: dict[str, Any]):
 def run_compress(inputs: list[str], output: str | None, weights_path: Path | None, device: str,
                  stages: int | None, bpp: float | None, psnr: float | None, force: bool, as_json: bool,
                  verify: bool, n_jobs: int | None = None, max_pixels: int | None = MAX_PIXELS,
-                 quality: float | None = None, effort: int | None = None) -> int:
+                 quality: float | None = None, effort: int | None = None, best_effort: bool = False) -> int:
     """Returns the exit code (0, or 1 when some file of a batch failed); n_jobs: worker processes
     (default: the available cores); max_pixels: larger images are refused (None: no limit)."""
     from .codec import check_effort, check_rate
@@ -222,7 +224,7 @@ def run_compress(inputs: list[str], output: str | None, weights_path: Path | Non
     if as_json and any(j.dst == STDIO for j in jobs):
         raise UsageError("--json cannot be used while the compressed file goes to stdout")
     check_rate(stages, bpp, psnr, _weights(weights_path, device).config.stages, quality)
-    rate = {"stages": stages, "bpp": bpp, "psnr": psnr, "quality": quality, "effort": effort}
+    rate = {"stages": stages, "bpp": bpp, "psnr": psnr, "quality": quality, "effort": effort, "best_effort": best_effort}
     out = _console(stderr=any(j.dst == STDIO for j in jobs))
     make_one = functools.partial(compress_runner, weights_path, device, rate, force, verify, max_pixels)
     results, failed = run_jobs(jobs, batch, make_one, n_jobs)

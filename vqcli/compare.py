@@ -119,7 +119,7 @@ def compare(weights, rgb: np.ndarray, budget: int, codecs: list[str]) -> list[En
     missing = [c for c in codecs if not codec_available(c)]
     out = [Entry("original", "original", f"{w}x{h}", 3 * w * h, 24.0, None, None, rgb=rgb,
                  note=f"skipped (no Pillow support): {', '.join(missing)}" if missing else None)]
-    res = codec.compress(weights, LoadedImage(rgb, None, "RGB"), bpp=8 * budget / (w * h))
+    res = codec.compress(weights, LoadedImage(rgb, None, "RGB"), bpp=8 * budget / (w * h), best_effort=True)
     out.append(_scored("vq", "vq", f"quality {res.quality:g}", len(res.data), rgb,
                        codec.decompress(weights, res.data).rgb, res.note))
     im = Image.fromarray(rgb)

@@ -68,6 +68,11 @@ class TrainState:
     window: dict[str, Any] = field(default_factory=dict)  # the log window's running sums, so a resume logs the same figures
 
 
+def checkpoint_path(out: Path) -> Path:
+    """Where a run writing release weights `out` keeps its checkpoint: NAME.ckpt.safetensors beside it."""
+    return out.with_name(out.name.removesuffix(".safetensors") + ".ckpt.safetensors")
+
+
 def lr_at(step: int, tcfg: TrainConfig) -> float:
     """Linear warm-up, then cosine decay to 2% of the peak."""
     if step < tcfg.warmup:
@@ -310,7 +315,7 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     rank, world = dist_setup(dev)
-    ckpt = out.with_name(out.name.removesuffix(".safetensors") + ".ckpt.safetensors")
+    ckpt = checkpoint_path(out)
 
     resumed = None
     if resume is not None:
