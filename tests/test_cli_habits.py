@@ -30,3 +30,53 @@ def test_an_unreachable_rate_target_fails_unless_best_effort(photo, tiny_weights
     r = runner.invoke(app, ["compress", str(photo), "--weights", str(tiny_weights), *target, "--best-effort"])
     assert r.exit_code == 0 and out.exists()
     assert "vq: note:" in r.stderr and "used quality" in r.stderr
+
+
+def test_output_directories_are_made_as_mkdir_p_would(photo, tiny_weights, tmp_path):
+    other = tmp_path / "other.png"
+    Image.fromarray(make_image(40, 56, 3)).save(other)
+    w = ["--weights", str(tiny_weights)]
+    r = runner.invoke(app, ["compress", str(photo), str(other), "-o", str(tmp_path / "out" / "deep"), *w])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "out" / "deep").iterdir()) == ["other.vqz", "photo.vqz"]
+    r = runner.invoke(app, ["compress", str(photo), "-o", f"{tmp_path / 'single'}/", *w])  # a trailing / is a folder
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "single" / "photo.vqz").is_file()
+    r = runner.invoke(app, ["decompress", str(tmp_path / "out" / "deep"), "-o", str(tmp_path / "back") + "/", *w])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "back" / "photo.png").is_file()
+
+
+def test_an_output_path_through_a_file_is_one_line(photo, tiny_weights, tmp_path):
+    w = ["--weights", str(tiny_weights)]
+    r = runner.invoke(app, ["compress", str(photo), str(photo), "-o", str(photo), *w])
+    assert r.exit_code == 2 and "is a file, not a directory" in r.stderr
+    r = runner.invoke(app, ["compress", str(photo), "-o", str(photo / "x.vqz"), *w])
+    assert r.exit_code == 1 and f"{photo} is not a directory" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_dash_is_stdout_for_reports_and_figures(photo, tiny_weights, image_dir, tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.chdir(tmp_path)  # a file literally named '-' would land here
+    w = ["--weights", str(tiny_weights)]
+    r = runner.invoke(app, ["eval", str(image_dir), "--codecs", "", "--limit", "1", "--json", "-", *w])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["images"] == 1
+    r = runner.invoke(app, ["compare", str(photo), "--codecs", "jpeg", "-o", "-", *w])
+    assert r.exit_code == 0, r.output
+    assert r.stdout_bytes.startswith(b"\x89PNG")
+    r = runner.invoke(app, ["stats", "codebook", "--plot", "-", *w])
+    assert r.exit_code == 0, r.output
+    assert r.stdout_bytes.startswith(b"\x89PNG")
+    r = runner.invoke(app, ["stats", "codebook", "--plot", "-", "--json", *w])
+    assert r.exit_code == 2 and "stdout" in r.stderr
+    assert not (tmp_path / "-").exists()
+
+
+def test_eval_and_stats_do_not_replace_files_without_force(tiny_weights, image_dir, tmp_path):
+    report = tmp_path / "eval.json"
+    report.write_text("last week's figures")
+    r = runner.invoke(app, ["eval", str(image_dir), "--codecs", "", "--limit", "1", "--json", str(report),
+                            "--weights", str(tiny_weights)])
+    assert r.exit_code == 1 and "already exists" in r.stderr and report.read_text() == "last week's figures"

@@ -119,7 +119,8 @@ def main() -> int:
         res = train(a.data, release, cfg, dataclasses.replace(tcfg, steps=e.step), device=dev.type, resume=e.path)
     parts = split(release, a.out, a.part_mib)
     summary = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu", "preset": a.preset,
-               "ms_per_step_pilot": round(per_step * 1e3, 2), "planned_steps": steps, "cut_at": cut, "wall_s": round(time.time() - t0, 1),
+               "ms_per_step_pilot": round(per_step * 1e3, 2), "planned_steps": steps, "cut_at": cut,
+               "wall_s": round(time.time() - t0, 1),
                "model_id": res.summary.get("model_id"), "parts": [p.name for p in parts], "history": res.history}
     (a.out / f"{a.name}.json").write_text(json.dumps(summary, indent=1))
     shutil.rmtree(work, ignore_errors=True)

@@ -269,7 +269,8 @@ def _print_json(data) -> None:
     typer.echo(json.dumps(data, indent=2))
 
 
-def _stats_out(weights, counts, as_json: bool) -> None:
+def _stats_out(weights, counts, as_json: bool, stderr: bool = False) -> None:
+    """The statistics as a table (on stderr when stdout carries a figure) or JSON on stdout."""
     from .stats import codebook_stats, render_table, report_dict
 
     st = codebook_stats(counts.histogram, counts.code_distance)
@@ -278,7 +279,7 @@ def _stats_out(weights, counts, as_json: bool) -> None:
         return
     from rich.console import Console
 
-    console = Console()
+    console = Console(stderr=stderr)
     console.print(render_table(st, f"Codebook usage: {counts.source} (model {weights.model_id}, "
                                    f"{weights.config.stages} stages x {weights.config.codebook_size} codes)",
                                counts.histogram, console.width))
@@ -288,27 +289,34 @@ def _stats_out(weights, counts, as_json: bool) -> None:
 def stats_codebook(
     weights: WeightsOpt = None,
     images: Annotated[Optional[Path], typer.Option(help="Recompute the statistics over this folder of images.")] = None,
-    plot: Annotated[Optional[Path], typer.Option(help="Write a PNG figure of code usage.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Write a PNG figure of code usage ('-': stdout).")] = None,
     pca: Annotated[bool, typer.Option(help="With --plot: add a PCA projection of each stage's codebook.")] = True,
+    force: CodecForceOpt = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")] = False,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Use at most N images of --images.")] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Per-stage code usage: used codes, perplexity, entropy, dead codes, top-1% share, distance."""
     def go() -> None:
+        from .errors import UsageError
+        from .fileio import STDIO, check_target
         from .plots import codebook_figure, pyplot
         from .stats import codebook_counts, codebook_vectors
         from .weights import load_weights
 
+        to_stdout = plot is not None and str(plot) == STDIO
+        if to_stdout and as_json:
+            raise UsageError("--json and --plot - would both write to stdout")
         if plot is not None:
+            check_target(plot, force)
             pyplot(plot)  # fail before any work when matplotlib is missing
         w = load_weights(weights, device)
         counts = codebook_counts(w, images, limit, progress=not as_json)
-        _stats_out(w, counts, as_json)
+        _stats_out(w, counts, as_json, stderr=to_stdout)
         if plot is not None:
             codebook_figure(plot, counts.histogram, f"vq codebook usage: {counts.source} (model {w.model_id})",
                             codebook_vectors(w) if pca else None)
-            if not as_json:
+            if not as_json and not to_stdout:
                 typer.echo(f"wrote {plot}", err=True)
 
     run_guarded(go)
@@ -337,24 +345,31 @@ def eval_cmd(
     weights: WeightsOpt = None,
     codecs: Annotated[str, typer.Option(help="Codecs to compare with: vq-stages (vq without a stage map: "
                                               "uniform stages), jpeg, webp, avif.")] = "vq-stages,jpeg,webp,avif",
-    plot: Annotated[Optional[Path], typer.Option(help="Write an RD plot (bpp vs PSNR and MS-SSIM) PNG.")] = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the full report as JSON.")] = None,
+    plot: Annotated[Optional[Path], typer.Option(help="Write an RD plot (bpp vs PSNR and MS-SSIM) PNG "
+                                              "('-': stdout).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the full report as JSON "
+                                                     "('-': stdout).")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="Use at most N images.")] = None,
     effort: EffortOpt = DEFAULT_EFFORT,
+    force: CodecForceOpt = False,
     device: DeviceOpt = "auto",
 ) -> None:
     """Rate-distortion of vq (a ladder of qualities) against vq --stages, JPEG, WebP and AVIF, with BD-rates."""
     def go() -> None:
         import json
 
+        from .errors import UsageError
         from .evaluate import evaluate, parse_codecs, render
-        from .fileio import check_output, write_atomic
+        from .fileio import STDIO, check_target, write_target
         from .weights import load_weights
 
         names = parse_codecs(codecs)
+        to_stdout = [t for t in (json_out, plot) if t is not None and str(t) == STDIO]
+        if len(to_stdout) > 1:
+            raise UsageError("--json - and --plot - would both write to stdout")
         for target in (json_out, plot):  # fail now, not after the whole evaluation
             if target is not None:
-                check_output(target)
+                check_target(target, force, binary=target is plot)
         if plot is not None:
             from .plots import pyplot
 
@@ -363,17 +378,18 @@ def eval_cmd(
         report = evaluate(w, folder, names, limit=limit, effort=effort)
         from rich.console import Console
 
-        console = Console()
+        console = Console(stderr=bool(to_stdout))  # stdout carries the JSON or the figure alone
         for r in render(report):
             console.print(r)
         if json_out is not None:
-            write_atomic(json_out, (json.dumps(report, indent=1) + "\n").encode())
-            typer.echo(f"wrote {json_out}", err=True)
+            write_target(json_out, (json.dumps(report, indent=1) + "\n").encode(), force)
         if plot is not None:
             from .plots import rd_figure
 
             rd_figure(plot, report)
-            typer.echo(f"wrote {plot}", err=True)
+        for target in (json_out, plot):
+            if target is not None and str(target) != STDIO:
+                typer.echo(f"wrote {target}", err=True)
 
     run_guarded(go)
 
@@ -386,8 +402,8 @@ def compare(
     size: Annotated[Optional[int], typer.Option(help="Byte budget in bytes (instead of --bpp).")] = None,
     crop: Annotated[Optional[str], typer.Option(help="X,Y,W,H of the region to show (default: a 160 px "
                                                 "square at the centre).")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="PNG figure to write "
-                                                   "(default: IMAGE.compare.png).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="PNG figure to write ('-': stdout; "
+                                                   "default: IMAGE.compare.png).")] = None,
     codecs: Annotated[str, typer.Option(help="Classical codecs beside vq: jpeg, webp, avif.")] = "jpeg,webp,avif",
     zoom: Annotated[Optional[int], typer.Option(min=1, help="Nearest-neighbour zoom of the crops (default: "
                                                 "to about 320 px).")] = None,
@@ -403,13 +419,18 @@ def compare(
 
         from .compare import compare as run
         from .compare import grid_figure, parse_crop, render, target_bytes
+        from .errors import UsageError
         from .evaluate import parse_codecs
-        from .fileio import check_output, write_atomic
+        from .fileio import STDIO, check_target, write_target
         from .images import load_image
         from .weights import load_weights
 
         names = parse_codecs(codecs)
-        out = check_output(output if output is not None else image.with_suffix(".compare.png"), force)
+        out = output if output is not None else image.with_suffix(".compare.png")
+        to_stdout = str(out) == STDIO
+        if to_stdout and json_out:
+            raise UsageError("--json cannot be used while the figure goes to stdout")
+        check_target(out, force)
         rgb = load_image(image).rgb
         h, w = rgb.shape[:2]
         budget = target_bytes(w, h, bpp, size)
@@ -417,16 +438,17 @@ def compare(
         entries = run(load_weights(weights, device), rgb, budget, names)
         buf = io.BytesIO()
         grid_figure(entries, box, zoom, columns).save(buf, "PNG", optimize=True)
-        write_atomic(out, buf.getvalue(), force=force)
+        write_target(out, buf.getvalue(), force)
         if json_out:
             _print_json({"image": str(image), "width": w, "height": h, "budget_bytes": budget,
                          "crop": list(box), "figure": str(out), "codecs": [e.to_dict() for e in entries]})
             return
         from rich.console import Console
 
-        Console().print(*render(entries, f"{image}: {w}x{h}, budget {budget:,} bytes "
-                                         f"({8 * budget / (w * h):.3f} bpp)"))
-        typer.echo(f"wrote {out}", err=True)
+        Console(stderr=to_stdout).print(*render(entries, f"{image}: {w}x{h}, budget {budget:,} bytes "
+                                                        f"({8 * budget / (w * h):.3f} bpp)"))
+        if not to_stdout:
+            typer.echo(f"wrote {out}", err=True)
 
     run_guarded(go)
 

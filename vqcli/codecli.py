@@ -7,16 +7,16 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import UsageError, VQError
-from .fileio import check_output, read_file, write_atomic
+from .fileio import STDIO, check_target, read_file, write_target
 from .limits import MAX_PIXELS, check_max_pixels, check_size
 
-STDIO = "-"
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
                   ".tif": "TIFF", ".tiff": "TIFF"}
 
@@ -25,7 +25,7 @@ OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP
 class Job:
     src: str  # a path or "-"
     dst: str  # a path or "-"
-    mkdir: bool = False  # a batch output below -o DIR mirrors the input's sub-folders
+    mkdir: bool = False  # the output goes below -o DIR: its folder is made (as mkdir -p would) first
 
 
 def _console(stderr: bool = True):
@@ -40,25 +40,6 @@ def _read_input(src: str) -> bytes:
     return read_file(src)
 
 
-def _check_output(dst: str, force: bool) -> None:
-    """Fail before any work if the output cannot be written."""
-    if dst != STDIO:
-        check_output(dst, force)
-
-
-def _refuse_tty(dst: str) -> None:
-    if dst == STDIO and sys.stdout.isatty():
-        raise UsageError("refusing to write binary data to a terminal (redirect stdout or use -o)")
-
-
-def _write_output(dst: str, data: bytes, force: bool) -> None:
-    if dst == STDIO:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-    else:
-        write_atomic(dst, data, force=force)
-
-
 def _name(src: str) -> str:
     return "<stdin>" if src == STDIO else src
 
@@ -67,21 +48,26 @@ def _name(src: str) -> str:
 def plan_jobs(inputs: list[str], output: str | None, suffix: str, find, what: str) -> tuple[list[Job], bool]:
     """(jobs, batch) for compress or decompress: each input goes to the same name with `suffix`
     (or into -o). A directory (searched with `find`) or several inputs make a batch, whose -o
-    must be an existing directory; its sub-folders are mirrored there."""
+    is a directory, made (as mkdir -p would) when the first file is written; its sub-folders are
+    mirrored there. A single input's -o is a directory too when it exists as one or ends in '/'."""
     if not inputs:
         raise UsageError("no input given")
     if STDIO in inputs and len(inputs) > 1:
         raise UsageError("'-' (stdin) cannot be mixed with other inputs")
     batch = len(inputs) > 1 or any(Path(i).is_dir() for i in inputs if i != STDIO)
-    if not batch:
+    to_dir = output is not None and output != STDIO and (output.endswith(("/", os.sep)) or Path(output).is_dir())
+    if not batch and not (to_dir and inputs[0] != STDIO):
         src = inputs[0]
         dst = output if output is not None else (STDIO if src == STDIO else str(Path(src).with_suffix(suffix)))
         return [Job(src, dst)], False
     out_dir = Path(output) if output is not None else None
     if output == STDIO:
         raise UsageError("-o - (stdout) takes a single input")
-    if out_dir is not None and not out_dir.is_dir():
-        raise UsageError(f"{out_dir}: with several inputs -o must be an existing directory")
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir}: is a file, not a directory (several inputs need -o DIR)")
+    if not batch:  # one file into a directory
+        src = Path(inputs[0])
+        return [Job(str(src), str((out_dir / src.name).with_suffix(suffix)), mkdir=True)], False
     jobs: list[Job] = []
     for i in inputs:
         p = Path(i)
@@ -94,7 +80,7 @@ def plan_jobs(inputs: list[str], output: str | None, suffix: str, find, what: st
             pairs = [(p, Path(p.name))]
         for f, rel in pairs:
             dst = (out_dir / rel if out_dir is not None else f).with_suffix(suffix)
-            jobs.append(Job(str(f), str(dst), mkdir=out_dir is not None and len(rel.parts) > 1))
+            jobs.append(Job(str(f), str(dst), mkdir=out_dir is not None))
     seen: dict[str, str] = {}
     for j in jobs:
         if j.dst in seen:
@@ -148,7 +134,7 @@ def _compress_one(weights, job: Job, rate: dict, force: bool, verify: bool,
 
     if job.mkdir:
         Path(job.dst).parent.mkdir(parents=True, exist_ok=True)
-    _check_output(job.dst, force)
+    check_target(job.dst, force)
     raw = _read_input(job.src)
     image = decode_image(raw, _name(job.src), max_pixels)
     n_raw = len(raw)
@@ -165,7 +151,7 @@ def _compress_one(weights, job: Job, rate: dict, force: bool, verify: bool,
         dec = decompress(weights, result.data, name=info["output"])
         info["verify"] = {**quality(image.rgb, dec.rgb),
                           "alpha_exact": None if image.alpha is None else bool((dec.alpha == image.alpha).all())}
-    _write_output(job.dst, result.data, force)
+    write_target(job.dst, result.data, force)
     return info
 
 
@@ -219,8 +205,8 @@ def run_compress(inputs: list[str], output: str | None, weights_path: Path | Non
     check_rate(stages, bpp, psnr, quality=quality)
     effort = check_effort(effort)
     jobs, batch = plan_compress(inputs, output)
-    for j in jobs:
-        _refuse_tty(j.dst)
+    if jobs[0].dst == STDIO:  # only a single job writes to stdout
+        check_target(STDIO, force)
     if as_json and any(j.dst == STDIO for j in jobs):
         raise UsageError("--json cannot be used while the compressed file goes to stdout")
     check_rate(stages, bpp, psnr, _weights(weights_path, device).config.stages, quality)
@@ -293,7 +279,8 @@ def run_decompress(inputs: list[str], output: str | None, weights_path: Path | N
     for j in jobs:
         if j.dst == STDIO and as_json:
             raise UsageError("--json cannot be used while the image goes to stdout")
-        _refuse_tty(j.dst)
+        if j.dst == STDIO:
+            check_target(STDIO, force)
         output_format(j.dst)
     make_one = functools.partial(decompress_runner, weights_path, device, stages, force, max_pixels)
     results, failed = run_jobs(jobs, batch, make_one, n_jobs)
@@ -331,14 +318,14 @@ def _decompress_one(weights, job: Job, stages: int | None, force: bool,
 
     if job.mkdir:
         Path(job.dst).parent.mkdir(parents=True, exist_ok=True)
-    _check_output(job.dst, force)
+    check_target(job.dst, force)
     name = _name(job.src)
     data = _read_input(job.src)
     header = vqz.read_header(data, name)
     check_size(header.width, header.height, name, max_pixels)  # before the model loads
     dec = decompress(weights(header.model_id, name), data, stages, name, max_pixels)
     payload, note = encode_output(dec, job.dst)
-    _write_output(job.dst, payload, force)
+    write_target(job.dst, payload, force)
     h = dec.header
     err = _console()
     if note:

@@ -7,11 +7,15 @@ import atexit
 import contextlib
 import os
 import secrets
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import VQError
+from .errors import UsageError, VQError
+
+STDIO = "-"
+"""The output (or input) name that means stdout (stdin), as in gzip and cwebp."""
 
 
 def os_error_message(e: OSError, fallback: object = None) -> str:
@@ -40,6 +44,9 @@ def check_output(path: Path | str, force: bool = True) -> Path:
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
+        above = next((p for p in parent.parents if p.exists()), None) if not parent.exists() else parent
+        if above is not None and not above.is_dir():
+            raise VQError(f"{path}: {above} is not a directory")
         raise VQError(f"{path}: output directory {parent} does not exist")
     if path.is_dir():
         raise VQError(f"{path}: is a directory")
@@ -113,3 +120,21 @@ def atomic_output(path: Path | str, force: bool = True) -> Iterator[BinaryIO]:
 def write_atomic(path: Path | str, data: bytes, force: bool = True) -> None:
     with atomic_output(path, force) as f:
         f.write(data)
+
+
+def check_target(dst: Path | str, force: bool, binary: bool = True) -> None:
+    """Fail before any work if an output (a path, or '-' for stdout) cannot be written; binary
+    data is never written to a terminal."""
+    if str(dst) != STDIO:
+        check_output(dst, force)
+    elif binary and sys.stdout.isatty():
+        raise UsageError("refusing to write binary data to a terminal (redirect stdout or use -o)")
+
+
+def write_target(dst: Path | str, data: bytes, force: bool) -> None:
+    """Write an output: to stdout for '-', else atomically to the file."""
+    if str(dst) == STDIO:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:
+        write_atomic(dst, data, force=force)

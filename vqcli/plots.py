@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .errors import VQError
-from .fileio import write_atomic
+from .fileio import write_target
 from .stats import entropy_bits
 
 DPI = 90
@@ -37,7 +37,7 @@ def _save(fig, plt, path: Path | str) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
-    write_atomic(path, buf.getvalue())  # never leave a half-written PNG behind
+    write_target(path, buf.getvalue(), force=True)  # '-': stdout; else atomic, no half-written PNG (the CLI checked -f)
 
 
 def _pca2(codes: np.ndarray) -> np.ndarray:
