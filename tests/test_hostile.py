@@ -226,6 +226,25 @@ def test_nan_float_tiff_is_a_clean_error_without_numpy_warnings(recwarn):
     assert not recwarn.list
 
 
+def _tiff(a: np.ndarray, mode: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a, mode).save(buf, "TIFF")
+    return buf.getvalue()
+
+
+def test_32_bit_float_and_integer_images_by_their_range():
+    ramp = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    assert decode_image(_tiff(ramp, "F"), "unit.tif").rgb[..., 0].tolist() == np.round(ramp * 255).astype(int).tolist()
+    assert decode_image(_tiff(ramp * 200, "F"), "levels.tif").rgb.max() == 200
+    with pytest.raises(VQError, match=r"signed.tif: float samples span -1\.\.1, neither 0\.\.1 nor 0\.\.255"):
+        decode_image(_tiff(ramp * 2 - 1, "F"), "signed.tif")
+    wide = (ramp * 25500).astype(np.int32)
+    assert decode_image(_tiff(wide, "I"), "i16.tif").rgb.max() == round(25500 / 257)  # 16-bit levels
+    assert decode_image(_tiff((ramp * 255).astype(np.int32), "I"), "i8.tif").rgb.max() == 255
+    with pytest.raises(VQError, match="i32.tif: 32-bit integer samples span 0..100000, beyond 16 bits"):
+        decode_image(_tiff((ramp * 100000).astype(np.int32), "I"), "i32.tif")
+
+
 def test_file_names_with_control_characters_make_one_line_errors(tmp_path):
     bad = tmp_path / "evil\nname\x1b[2J.png"
     bad.write_bytes(b"not an image")

@@ -48,16 +48,30 @@ def images_in(folder: Path | str, limit: int | None = None) -> list[Path]:
 
 
 def _to_uint8(a: np.ndarray, name: str) -> np.ndarray:
-    """8 bits per sample: 16-bit data is scaled by 1/257; 32-bit integer or float modes (Pillow's
-    "I", "F") are scaled only when their values exceed 8 bits, since they often hold 8-bit data.
-    NaN or infinite float samples have no pixel value: an error."""
+    """8 bits per sample. 16-bit data is scaled by 1/257. Pillow's 32-bit modes say nothing of
+    their range, so the values decide: float ("F") samples within 0..1 are the float convention
+    (x 255), within 0..255 8-bit levels; integer ("I") samples within 0..255 are 8-bit levels,
+    within 0..65535 16-bit ones. Anything else (negative, larger, NaN) has no known range: an error."""
     if a.dtype == np.uint8:
         return a
-    if a.dtype.kind == "f" and not np.isfinite(a).all():
-        raise VQError(f"{name}: float image holds NaN or infinite samples")
-    if a.dtype == np.uint16 or a.max(initial=0) > 255:
-        return np.clip(np.round(a.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
-    return np.clip(a, 0, 255).astype(np.uint8)
+    if a.dtype == np.uint16:
+        return np.round(a.astype(np.float64) / 257.0).astype(np.uint8)
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if a.dtype.kind == "f":
+        if not np.isfinite(a).all():
+            raise VQError(f"{name}: float image holds NaN or infinite samples")
+        if lo >= 0 and hi <= 1:
+            return np.round(a.astype(np.float64) * 255).astype(np.uint8)
+        if lo >= 0 and hi <= 255:
+            return np.round(a).astype(np.uint8)
+        raise VQError(f"{name}: float samples span {lo:g}..{hi:g}, neither 0..1 nor 0..255; "
+                      "convert the image to 8 or 16 bits first")
+    if lo >= 0 and hi <= 255:
+        return a.astype(np.uint8)
+    if lo >= 0 and hi <= 65535:
+        return np.round(a.astype(np.float64) / 257.0).astype(np.uint8)
+    raise VQError(f"{name}: 32-bit integer samples span {lo:g}..{hi:g}, beyond 16 bits; "
+                  "convert the image to 8 or 16 bits first")
 
 
 def decode_image(data: bytes, name: str, max_pixels: int | None = MAX_PIXELS) -> LoadedImage:
