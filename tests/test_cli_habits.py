@@ -80,3 +80,64 @@ def test_eval_and_stats_do_not_replace_files_without_force(tiny_weights, image_d
     r = runner.invoke(app, ["eval", str(image_dir), "--codecs", "", "--limit", "1", "--json", str(report),
                             "--weights", str(tiny_weights)])
     assert r.exit_code == 1 and "already exists" in r.stderr and report.read_text() == "last week's figures"
+
+
+@pytest.mark.parametrize("spec, fmt", [("DISPLAY_P3", "PNG"), ("ADOBE_RGB", "JPEG")])
+def test_tagged_photos_are_converted_to_srgb_as_a_viewer_shows_them(spec, fmt, tiny_weights, tmp_path):
+    import io
+
+    import icc
+    import numpy as np
+    from PIL import ImageCms
+
+    from vqcli.images import decode_image
+
+    rgb = make_image(40, 48, 7)
+    tagged = Image.fromarray(rgb)
+    buf = io.BytesIO()
+    tagged.save(buf, fmt, icc_profile=icc.profile(getattr(icc, spec)), **({"quality": 100} if fmt == "JPEG" else {}))
+    loaded = decode_image(buf.getvalue(), "p.img")
+    with Image.open(io.BytesIO(buf.getvalue())) as im:  # what a colour-managed viewer shows
+        shown = np.asarray(ImageCms.profileToProfile(im, ImageCms.ImageCmsProfile(io.BytesIO(im.info["icc_profile"])),
+                                                     ImageCms.createProfile("sRGB"), outputMode="RGB"))
+        raw = np.asarray(im.convert("RGB"))
+    assert np.array_equal(loaded.rgb, shown)
+    assert np.abs(shown.astype(int) - raw).max() > 10  # the profile matters for this image
+    assert loaded.notes == (f"colours converted from {getattr(icc, spec)[0]} to sRGB",)
+    src = tmp_path / f"p.{fmt.lower()}"
+    src.write_bytes(buf.getvalue())
+    r = runner.invoke(app, ["compress", str(src), "--weights", str(tiny_weights)])
+    assert r.exit_code == 0 and "converted from" in r.stderr and "to sRGB" in r.stderr
+
+
+def test_srgb_grey_and_alpha_images_with_profiles(tmp_path):
+    import io
+
+    import icc
+    import numpy as np
+    from PIL import ImageCms
+
+    from vqcli.images import decode_image
+
+    rgb = make_image(16, 16, 8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "PNG", icc_profile=ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    srgb = decode_image(buf.getvalue(), "s.png")
+    assert np.array_equal(srgb.rgb, rgb) and srgb.notes == ()
+    rgba = Image.fromarray(np.dstack([rgb, np.arange(256, dtype=np.uint8).reshape(16, 16)]), "RGBA")
+    buf = io.BytesIO()
+    rgba.save(buf, "PNG", icc_profile=icc.profile(icc.DISPLAY_P3))
+    with_alpha = decode_image(buf.getvalue(), "a.png")
+    assert np.array_equal(with_alpha.alpha, np.asarray(rgba)[..., 3]) and "Display P3" in with_alpha.notes[0]
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "PNG", icc_profile=b"garbage, not a profile")
+    broken = decode_image(buf.getvalue(), "b.png")
+    assert np.array_equal(broken.rgb, rgb) and "unreadable" in broken.notes[0]
+
+
+def test_animated_images_say_only_the_first_frame_is_coded(tiny_weights, tmp_path):
+    frames = [Image.fromarray(make_image(24, 24, i)) for i in range(3)]
+    src = tmp_path / "anim.gif"
+    frames[0].save(src, save_all=True, append_images=frames[1:])
+    r = runner.invoke(app, ["compress", str(src), "--weights", str(tiny_weights)])
+    assert r.exit_code == 0 and "animated (3 frames): coded the first frame only" in r.stderr

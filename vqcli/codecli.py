@@ -31,7 +31,7 @@ class Job:
 def _console(stderr: bool = True):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)  # a note stays one line, whatever the width
 
 
 def _read_input(src: str) -> bytes:
@@ -140,12 +140,13 @@ def _compress_one(weights, job: Job, rate: dict, force: bool, verify: bool,
     n_raw = len(raw)
     del raw  # the input file need not stay in memory while the model runs
     result = compress(weights, image, **rate, name=_name(job.src))
-    if result.note:  # on stderr too, where a script's log keeps it
-        _console().print(f"vq: note: {_name(job.src)}: {result.note}", markup=False)
+    for note in (*image.notes, *([result.note] if result.note else [])):  # on stderr, where a script's log keeps it
+        _console().print(f"vq: note: {_name(job.src)}: {note}", markup=False)
     h, w = image.rgb.shape[:2]
     info: dict[str, Any] = {"input": _name(job.src), "output": "<stdout>" if job.dst == STDIO else job.dst,
                             "input_bytes": n_raw, "output_bytes": len(result.data),
                             "ratio_raw_rgb": 3 * w * h / len(result.data), "ratio_input": n_raw / len(result.data),
+                            "input_notes": list(image.notes),
                             **result.to_dict()}
     if verify:
         dec = decompress(weights, result.data, name=info["output"])

@@ -30,6 +30,7 @@ class LoadedImage:
     rgb: np.ndarray  # [H, W, 3] uint8
     alpha: np.ndarray | None  # [H, W] uint8, None when the image has no (non-opaque) alpha
     mode: str  # the source's Pillow mode, for information
+    notes: tuple[str, ...] = ()  # what reading did that the user should know (colour conversion, frames)
 
 
 def find_images(root: Path) -> list[Path]:
@@ -102,6 +103,12 @@ def from_pil(im, name: str = "<image>", max_pixels: int | None = MAX_PIXELS) -> 
         if im.getexif().get(ORIENTATION, 1) != 1:  # exif_transpose copies even when there is nothing to do
             im = ImageOps.exif_transpose(im)
         mode = im.mode
+        notes: list[str] = []
+        if getattr(im, "n_frames", 1) > 1:
+            notes.append(f"animated ({im.n_frames} frames): coded the first frame only")
+        if im.info.get("icc_profile"):
+            im, note = _to_srgb(im, im.info["icc_profile"])
+            notes += [note] if note else []
         alpha = None
         if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             gray = _to_uint8(np.asarray(im), name)
@@ -114,7 +121,34 @@ def from_pil(im, name: str = "<image>", max_pixels: int | None = MAX_PIXELS) -> 
                 alpha = None if a.min() == 255 else a.copy()
                 im = im.convert("RGB")
             rgb = _rgb_pixels(im)
-    return LoadedImage(np.ascontiguousarray(rgb), alpha, mode)
+    return LoadedImage(np.ascontiguousarray(rgb), alpha, mode, tuple(notes))
+
+
+def _to_srgb(im, icc: bytes):
+    """(image, note): a colour image with an embedded profile other than sRGB converted to sRGB
+    by LittleCMS (Pillow's ImageCms), as a colour-managed viewer shows it; the model codes sRGB
+    and decoded files are sRGB. Grey images keep their values; a profile LittleCMS cannot read
+    is ignored, with a note."""
+    from PIL import ImageCms
+
+    if im.mode not in ("RGB", "RGBA", "CMYK", "P", "PA"):
+        return im, None
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        desc = (ImageCms.getProfileDescription(src) or "").strip() or "an unnamed profile"
+        if desc.lower().startswith("srgb"):
+            return im, None
+        if im.mode in ("P", "PA"):
+            im = im.convert("RGBA")
+        alpha = im.getchannel("A") if im.mode == "RGBA" else None
+        out = ImageCms.profileToProfile(im.convert("RGB") if alpha is not None else im, src,
+                                        ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError) as e:
+        return im, f"colour profile unreadable ({(str(e).splitlines() or ['?'])[0]}): taken as sRGB"
+    if alpha is not None:
+        out.putalpha(alpha)
+    out.info = {k: v for k, v in im.info.items() if k != "icc_profile"}
+    return out, f"colours converted from {desc} to sRGB"
 
 
 def _describe(e: BaseException, caught: list[warnings.WarningMessage]) -> str:
