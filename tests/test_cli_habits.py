@@ -141,3 +141,36 @@ def test_animated_images_say_only_the_first_frame_is_coded(tiny_weights, tmp_pat
     frames[0].save(src, save_all=True, append_images=frames[1:])
     r = runner.invoke(app, ["compress", str(src), "--weights", str(tiny_weights)])
     assert r.exit_code == 0 and "animated (3 frames): coded the first frame only" in r.stderr
+
+
+def test_progressive_decoding_of_a_folder_is_at_most_n_stages(image_dir, tiny_weights, tmp_path):
+    w = ["--weights", str(tiny_weights)]
+    files = tmp_path / "vqz"
+    files.mkdir()
+    for i, n in enumerate((1, 3)):  # files holding different numbers of stages, as stage maps make them
+        r = runner.invoke(app, ["compress", str(image_dir / f"img{i}.png"), "-o", str(files / f"f{i}.vqz"),
+                                "--stages", str(n), *w])
+        assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["decompress", str(files), "-o", str(tmp_path / "back"), "--stages", "2", "--json", *w])
+    assert r.exit_code == 0, r.output
+    import json
+
+    assert sorted(e["stages"] for e in json.loads(r.stdout)) == [1, 2]
+
+
+def test_a_file_cut_inside_a_later_stage_still_gives_the_stages_before_it(image_dir, tiny_weights, tmp_path):
+    from vqcli import format as vqz
+
+    src = tmp_path / "a.vqz"
+    r = runner.invoke(app, ["compress", str(image_dir / "img0.png"), "-o", str(src), "--stages", "3",
+                            "--weights", str(tiny_weights)])
+    assert r.exit_code == 0
+    data = src.read_bytes()
+    sizes = vqz.read(data).chunk_sizes
+    cut = tmp_path / "cut.vqz"
+    cut.write_bytes(data[:vqz.HEADER_SIZE + sizes[0][1] + sizes[1][1] + 7])  # 7 bytes into stage 3's chunk
+    r = runner.invoke(app, ["decompress", str(cut), "--stages", "1", "--weights", str(tiny_weights)])
+    assert r.exit_code == 0, r.output
+    assert "cut inside the stage 3 chunk; decoded the 1 stage before it" in r.stderr
+    r = runner.invoke(app, ["decompress", str(cut), "-f", "--weights", str(tiny_weights)])  # all stages: the cut is an error
+    assert r.exit_code == 1 and "truncated at byte" in r.stderr

@@ -374,6 +374,7 @@ class DecodedImage:
     stages: int  # stages decoded
     indices: np.ndarray  # int64 [stages, h, w], -1 where a stage map drops a stage
     truncated: bool = False  # the file held fewer stages than its header announced
+    cut_inside: str | None = None  # the chunk a cut falls in, after the stages asked for
 
     def to_pil(self):
         """A Pillow image in the file's colour mode (grey written as L, alpha attached)."""
@@ -394,7 +395,7 @@ def unpack(weights: Weights, data: bytes, stages: int | None = None, name: str =
     Work is bounded by the file: the pixel count by max_pixels (None: no limit), every stage
     payload by the fewest bytes its grid can code to, checked before anything is allocated,
     and every payload must be consumed exactly."""
-    c = vqz.read(data, name)
+    c = vqz.read(data, name, upto=stages)
     h = c.header
     check_size(h.width, h.height, name, max_pixels)
     if h.model_id != weights.model_id:
@@ -404,11 +405,10 @@ def unpack(weights: Weights, data: bytes, stages: int | None = None, name: str =
     if (h.factor, h.model_stages, h.codebook) != (cfg.downsample, cfg.stages, cfg.codebook_size):
         raise VQError(f"{name}: header does not match model {weights.model_id} (factor, stages, codebook)")
     n = c.stages_available
-    if stages is not None:
-        if not 1 <= stages <= n:
-            raise VQError(f"{name}: stages {stages}, but the file holds {n} stage{'s' * (n != 1)}",
-                          params=("stages",))
-        n = stages
+    if stages is not None:  # at most that many: with stage maps, files of one folder hold different counts
+        if stages < 1:
+            raise UsageError(f"stages {stages}: must be at least 1", params=("stages",))
+        n = min(stages, n)
     try:
         em = entropy_model(weights, h.entropy)
     except VQError as e:
@@ -431,13 +431,14 @@ def unpack(weights: Weights, data: bytes, stages: int | None = None, name: str =
 
 def decompress(weights: Weights, data: bytes, stages: int | None = None, name: str = "<input>",
                max_pixels: int | None = MAX_PIXELS) -> DecodedImage:
-    """Decode a .vqz file (its first `stages` stages; default all it holds), refusing images of
-    more than max_pixels pixels (None: no limit)."""
+    """Decode a .vqz file (at most its first `stages` stages; default all it holds), refusing
+    images of more than max_pixels pixels (None: no limit). A file cut inside a chunk still
+    decodes when the stages asked for end before the cut."""
     c, idx = unpack(weights, data, stages, name, max_pixels)
     h = c.header
     alpha = vqz.unpack_alpha(c.alpha, h, name) if c.alpha is not None else None
     rgb = decode_indices(weights, torch.from_numpy(idx), h.width, h.height)
-    return DecodedImage(rgb, alpha, h, idx.shape[0], idx, c.truncated)
+    return DecodedImage(rgb, alpha, h, idx.shape[0], idx, c.truncated, c.cut_inside)
 
 
 # -- quality ------------------------------------------------------------------------------------

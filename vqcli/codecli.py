@@ -331,7 +331,10 @@ def _decompress_one(weights, job: Job, stages: int | None, force: bool,
     err = _console()
     if note:
         err.print(f"vq: note: {name}: {note}", markup=False)
-    if dec.truncated:
+    if dec.cut_inside:
+        err.print(f"vq: note: {name}: file is cut inside the {dec.cut_inside}; decoded the {dec.stages} "
+                  f"stage{'s' * (dec.stages != 1)} before it", markup=False)
+    elif dec.truncated:
         err.print(f"vq: note: {name}: file is cut after stage {dec.stages} of {h.stages}; decoded those",
                   markup=False)
     return {"input": name, "output": "<stdout>" if job.dst == STDIO else job.dst, "width": h.width,

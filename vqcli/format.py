@@ -88,8 +88,9 @@ class Container:
     stage_chunks: list[bytes]  # complete stage payloads present, in order (may be fewer than header.stages)
     alpha: bytes | None = None  # the zlib alpha payload
     chunk_sizes: list[tuple[str, int]] = field(default_factory=list)  # ("alpha"|"stage map"|"stage k", bytes incl. head)
-    truncated: bool = False  # the file ends at a chunk boundary before all stages
+    truncated: bool = False  # the file ends before all stages (at a chunk boundary, or see cut_inside)
     stage_map: bytes | None = None  # the stage map payload (version 2)
+    cut_inside: str | None = None  # the chunk a cut falls in, when the stages asked for end before it
 
     @property
     def stages_available(self) -> int:
@@ -185,10 +186,30 @@ def read_header(data: bytes, name: str = "<input>") -> Header:
     return h
 
 
-def read(data: bytes, name: str = "<input>") -> Container:
+def read(data: bytes, name: str = "<input>", upto: int | None = None) -> Container:
     """Parse a whole file. A file that ends exactly after a complete stage chunk is a valid
-    (truncated) prefix; any other cut, a bad CRC or a misplaced chunk is an error."""
+    (truncated) prefix; any other cut, a bad CRC or a misplaced chunk is an error, except that a
+    cut after the first `upto` complete stage chunks (the stages a reader asks for) only ends the
+    file there (cut_inside names the chunk it falls in)."""
     h = read_header(data, name)
+    try:
+        return _read_chunks(data, name, h)
+    except _Cut as cut:
+        if upto is None or len(cut.stages) < upto:
+            raise VQError(str(cut)) from None
+        return Container(h, cut.stages[:upto], cut.alpha, cut.sizes, truncated=True, stage_map=cut.stage_map,
+                         cut_inside=cut.label)
+
+
+class _Cut(VQError):
+    """The file ends inside a chunk; what was read before it."""
+
+    def __init__(self, message: str, label: str, stages: list[bytes], alpha, stage_map, sizes) -> None:
+        super().__init__(message)
+        self.label, self.stages, self.alpha, self.stage_map, self.sizes = label, stages, alpha, stage_map, sizes
+
+
+def _read_chunks(data: bytes, name: str, h: Header) -> Container:
     pos = HEADER_SIZE
     alpha = stage_map = None
     stages: list[bytes] = []
@@ -201,7 +222,8 @@ def read(data: bytes, name: str = "<input>") -> Container:
         if pos == len(data) and kind == "S" and index > 0:
             return Container(h, stages, alpha, sizes, truncated=True, stage_map=stage_map)
         if pos + CHUNK_HEAD_SIZE > len(data):
-            raise VQError(f"{name}: truncated at byte {len(data)} (inside the {label} header at byte {pos})")
+            raise _Cut(f"{name}: truncated at byte {len(data)} (inside the {label} header at byte {pos})", label,
+                       stages, alpha, stage_map, sizes)
         ckind, cindex, length, crc = _CHUNK.unpack_from(data, pos)
         if ckind != kind.encode() or cindex != index:
             raise VQError(f"{name}: corrupt file (expected the {label} at byte {pos}, found "
@@ -211,7 +233,8 @@ def read(data: bytes, name: str = "<input>") -> Container:
             raise VQError(f"{name}: corrupt file ({label} claims {length} bytes, at most {limit} possible)")
         start = pos + CHUNK_HEAD_SIZE
         if start + length > len(data):
-            raise VQError(f"{name}: truncated at byte {len(data)} (the {label} needs {start + length})")
+            raise _Cut(f"{name}: truncated at byte {len(data)} (the {label} needs {start + length})", label,
+                       stages, alpha, stage_map, sizes)
         payload = data[start:start + length]
         if zlib.crc32(payload, zlib.crc32(data[pos:pos + 6])) != crc:
             raise VQError(f"{name}: CRC mismatch in the {label}")
