@@ -174,3 +174,29 @@ def test_a_file_cut_inside_a_later_stage_still_gives_the_stages_before_it(image_
     assert "cut inside the stage 3 chunk; decoded the 1 stage before it" in r.stderr
     r = runner.invoke(app, ["decompress", str(cut), "-f", "--weights", str(tiny_weights)])  # all stages: the cut is an error
     assert r.exit_code == 1 and "truncated at byte" in r.stderr
+
+
+def _vq(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "vqcli", *args], capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "COLUMNS": "200"})
+
+
+def test_help_reads_as_a_person_expects():
+    for cmd in ("compress", "decompress", "train", "eval", "compare"):
+        r = _vq(cmd, "--help")
+        assert r.returncode == 0, r.stderr
+        assert not any(t in r.stdout for t in ("<bool>", "<float>", "<int", "<list", "<str>", "<path>")), r.stdout
+    text = _vq("compress", "--help").stdout
+    assert "--bpp  " in text and " BPP " in text and " DB " in text and "-w" in text and "IMAGE" in text
+    assert "fits BPP bits per pixel" in text and "reaching DB decibels" in text
+
+
+@pytest.mark.parametrize("args, says", [(["compress", "x.png", "-e", "3"], "'--effort' / '-e'"),
+                                        (["compress", "x.png", "-q", "abc"], "'--quality' / '-q'"),
+                                        (["frobnicate"], "No such command")])
+def test_a_bad_option_value_is_one_line_with_exit_2(args, says):
+    r = _vq(*args)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("vq: error: ") and says in r.stderr

@@ -107,18 +107,18 @@ def train(
     widen: Annotated[bool, typer.Option("--widen", help="With --init: grow its network to --preset's sizes "
                                         "(channels, latent, stages), computing the same images at the start.")] = False,
     device: DeviceOpt = "auto",
-    batch_size: Annotated[int, typer.Option(min=1)] = 16,
+    batch_size: Annotated[int, typer.Option(min=1, help="Crops per optimisation step.")] = 16,
     crop: Annotated[int, typer.Option(min=16, help="Random crop size in pixels.")] = 128,
     lr: Annotated[float, typer.Option(help="Peak learning rate (1e-3 diverged on the cpu preset after warm-up).")] = 5e-4,
-    warmup: Annotated[int, typer.Option(min=0)] = 500,
+    warmup: Annotated[int, typer.Option(min=0, help="Steps of linear learning-rate warm-up.")] = 500,
     msssim_weight: Annotated[float, typer.Option(help="Weight of 1-MS-SSIM in the loss (0: MSE only).")] = 0.0,
     rate_weight: Annotated[Optional[float], typer.Option(
         help="Entropy-constrained code choice: price of a bit, as a share of the stage's mean squared "
         "error (0: nearest code; default: the preset's, or --init's).", show_default=False)] = None,
     workers: Annotated[int, typer.Option(min=0, help="Data loader worker processes.")] = 2,
-    ckpt_every: Annotated[int, typer.Option(min=1)] = 1000,
-    val_every: Annotated[int, typer.Option(min=1)] = 1000,
-    seed: int = 0,
+    ckpt_every: Annotated[int, typer.Option(min=1, help="Write the checkpoint every N steps.")] = 1000,
+    val_every: Annotated[int, typer.Option(min=1, help="Validate on --val every N steps.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the crops and the initialisation (a run is reproducible).")] = 0,
     half: Annotated[bool, typer.Option(help="Store release weights in fp16.")] = True,
     precision: Annotated[str, typer.Option(help="auto, bf16 or fp32: autocast of the conv network (auto: bf16 "
                                            "where the device has it natively).")] = "auto",
@@ -174,8 +174,7 @@ def train(
     run_guarded(go)
 
 
-CodecWeightsOpt = Annotated[Optional[Path], typer.Option("--weights",
-                                                        help=WEIGHTS_HELP)]
+WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", "-w", help=WEIGHTS_HELP)]
 CodecForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")]
 CodecJsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
 JobsOpt = Annotated[Optional[int], typer.Option(
@@ -192,16 +191,16 @@ MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", help="Refuse images o
 
 @app.command()
 def compress(
-    inputs: Annotated[list[str], typer.Argument(help="Images or folders ('-': stdin).", metavar="IN",
+    inputs: Annotated[list[str], typer.Argument(help="Images or folders ('-': stdin).", metavar="IMAGE",
                                                 show_default=False)],
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output file, or folder for several "
-                                                  "inputs ('-': stdout). Default: IN.vqz.")] = None,
-    weights: CodecWeightsOpt = None,
+                                                  "inputs ('-': stdout). Default: IMAGE.vqz.")] = None,
+    weights: WeightsOpt = None,
     quality: Annotated[Optional[float], typer.Option(
         "--quality", "-q", help="0-100: each 16x16 block keeps the RVQ stages worth their bits at this "
         "quality (default: the weights' default quality, 45 for the shipped model).")] = None,
-    bpp: Annotated[Optional[float], typer.Option(help="Highest quality whose file fits X bits per pixel.")] = None,
-    psnr: Annotated[Optional[float], typer.Option(help="Lowest quality reaching DB decibels PSNR.")] = None,
+    bpp: Annotated[Optional[float], typer.Option(help="The highest quality whose file fits BPP bits per pixel.")] = None,
+    psnr: Annotated[Optional[float], typer.Option(help="The lowest quality reaching DB decibels of PSNR.")] = None,
     stages: Annotated[Optional[int], typer.Option(
         help="Keep the first N RVQ stages everywhere instead (a plain token grid; larger files).")] = None,
     best_effort: Annotated[bool, typer.Option("--best-effort", help="When no quality meets --bpp or --psnr, "
@@ -224,12 +223,12 @@ def compress(
 
 @app.command()
 def decompress(
-    inputs: Annotated[list[str], typer.Argument(help=".vqz files or folders ('-': stdin).", metavar="IN",
+    inputs: Annotated[list[str], typer.Argument(help=".vqz files or folders ('-': stdin).", metavar="FILE",
                                                 show_default=False)],
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output image, the extension picks the "
                                                   "format ('-': PNG on stdout); or folder for several inputs. "
-                                                  "Default: IN.png.")] = None,
-    weights: CodecWeightsOpt = None,
+                                                  "Default: FILE.png.")] = None,
+    weights: WeightsOpt = None,
     stages: Annotated[Optional[int], typer.Option(help="Decode only the first N stages.")] = None,
     force: CodecForceOpt = False,
     json_out: CodecJsonOpt = False,
@@ -260,9 +259,6 @@ def info(
 stats_app = typer.Typer(help="Codebook statistics of the weights, a folder of images or one .vqz file.",
                         no_args_is_help=True)
 app.add_typer(stats_app, name="stats")
-WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", "-w", help=WEIGHTS_HELP)]
-
-
 def _print_json(data) -> None:
     import json
 
@@ -453,6 +449,38 @@ def compare(
     run_guarded(go)
 
 
+METAVARS = {"psnr": "DB", "json_out": "FILE", "plot": "FILE", "output": "PATH", "out": "FILE", "weights": "WEIGHTS",
+            "init": "WEIGHTS", "resume": "CKPT", "val": "DIR", "images": "DIR", "data": "DIR", "crop": "X,Y,W,H"}
+
+
+def command():
+    """The Click command behind `app`, with help in the usual style: `--bpp BPP`, `--psnr DB`,
+    `--steps N`, flags with no placeholder (Typer would show `<bool>`, `<float>`)."""
+    import typer.main
+
+    def name_metavars(cmd) -> None:
+        for p in cmd.params:
+            if p.param_type_name == "option" and p.metavar is None:
+                p.metavar = "" if p.is_flag else "N" if p.bare_type() == "int" else \
+                    METAVARS.get(p.name, p.name.upper().replace("_", "-"))
+            elif p.param_type_name == "argument":  # its metavar (IN, FILE) says it: no `<list[str]>` column
+                p.display_type_rich = lambda ctx: None
+
+        def help_option(ctx, made=cmd.get_help_option):  # Click makes --help anew for each help page
+            opt = made(ctx)
+            if opt is not None:
+                opt.metavar = ""
+            return opt
+
+        cmd.get_help_option = help_option
+        for sub in getattr(cmd, "commands", {}).values():
+            name_metavars(sub)
+
+    cmd = typer.main.get_command(app)
+    name_metavars(cmd)
+    return cmd
+
+
 def _sigterm_as_interrupt() -> None:
     """SIGTERM (kill, a scheduler) stops like Ctrl-C, so that atomic outputs remove their temp
     files; `vq train` installs its own handler (checkpoint between steps, then stop)."""
@@ -465,10 +493,22 @@ def _sigterm_as_interrupt() -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: every usage error is one line on stderr (exit 2), as the
+    commands' own errors are, instead of Click's boxed message."""
+    from .errors import one_line
+
     _sigterm_as_interrupt()
     try:
-        app(prog_name="vq")  # also under `python -m vqcli`: completion scripts and usage name `vq`
-    except KeyboardInterrupt:
+        # prog_name: also under `python -m vqcli`, completion scripts and usage name `vq`
+        code = command()(prog_name="vq", standalone_mode=False)
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo("vq: interrupted", err=True)
         sys.exit(130)
+    except typer.TyperException as e:  # Click's usage errors (a bad value, an unknown option) are these
+        if not e.format_message().strip():  # a group called bare: Click printed its help already
+            sys.exit(e.exit_code)
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None and e.exit_code == 2 else ""
+        typer.echo(f"vq: error: {one_line(e.format_message())}{hint}", err=True)
+        sys.exit(e.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
