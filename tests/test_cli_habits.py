@@ -200,3 +200,40 @@ def test_help_reads_as_a_person_expects():
 def test_a_bad_option_value_is_one_line_with_exit_2(args, says):
     r = _vq(*args)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and r.stderr.startswith("vq: error: ") and says in r.stderr
+
+
+def test_a_full_disk_names_the_output_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from vqcli.errors import VQError
+    from vqcli.fileio import write_atomic
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(VQError, match=r"out\.vqz: cannot write \(No space left on device\)"):
+        write_atomic(tmp_path / "out.vqz", b"x" * 1000)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_decompress_messages_name_the_real_problem(photo, tiny_weights, tmp_path):
+    w = ["--weights", str(tiny_weights)]
+    r = runner.invoke(app, ["decompress", str(tmp_path / "missing.vqz"), "-o", str(tmp_path / "x.xyz"), *w])
+    assert r.exit_code == 1 and "missing.vqz: no such file" in r.stderr
+    assert runner.invoke(app, ["compress", str(photo), *w]).exit_code == 0
+    adir = tmp_path / "adir"
+    adir.mkdir()
+    r = runner.invoke(app, ["decompress", str(photo.with_suffix(".vqz")), "-o", str(adir), *w])
+    assert r.exit_code == 0 and (adir / "photo.png").is_file()
+
+
+def test_a_folder_prints_a_line_per_file_and_a_summary(image_dir, tiny_weights, tmp_path):
+    r = runner.invoke(app, ["compress", str(image_dir), "-o", str(tmp_path / "o"), "--weights", str(tiny_weights)])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 9 and all(" bytes, " in ln and ln.endswith(" bpp") for ln in lines[:8])
+    assert lines[-1].startswith("8 files compressed: ") and ":1) in " in lines[-1]
+    r = runner.invoke(app, ["compress", str(image_dir), "-o", str(tmp_path / "v"), "-v", "--weights", str(tiny_weights)])
+    assert r.exit_code == 0 and r.stdout.count("bits/index") == 8  # a stage table per file

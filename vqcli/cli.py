@@ -209,6 +209,8 @@ def compress(
     force: CodecForceOpt = False,
     json_out: CodecJsonOpt = False,
     verify: Annotated[bool, typer.Option(help="Decode the result and report PSNR and MS-SSIM.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="The full stage table for every file of a "
+                                          "batch (default: a line per file and a summary).")] = False,
     device: DeviceOpt = "auto",
     jobs: JobsOpt = None,
     max_pixels: MaxPixelsOpt = MAX_PIXELS,
@@ -217,7 +219,7 @@ def compress(
     from .codecli import run_compress
 
     code = run_guarded(run_compress, inputs, output, weights, device, stages, bpp, psnr, force,
-                       json_out, verify, jobs, max_pixels, quality, effort, best_effort)
+                       json_out, verify, jobs, max_pixels, quality, effort, best_effort, verbose)
     raise typer.Exit(code)
 
 

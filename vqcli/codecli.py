@@ -9,6 +9,7 @@ import functools
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,7 +198,8 @@ def compress_table(info: dict[str, Any]):
 def run_compress(inputs: list[str], output: str | None, weights_path: Path | None, device: str,
                  stages: int | None, bpp: float | None, psnr: float | None, force: bool, as_json: bool,
                  verify: bool, n_jobs: int | None = None, max_pixels: int | None = MAX_PIXELS,
-                 quality: float | None = None, effort: int | None = None, best_effort: bool = False) -> int:
+                 quality: float | None = None, effort: int | None = None, best_effort: bool = False,
+                 verbose: bool = False) -> int:
     """Returns the exit code (0, or 1 when some file of a batch failed); n_jobs: worker processes
     (default: the available cores); max_pixels: larger images are refused (None: no limit)."""
     from .codec import check_effort, check_rate
@@ -214,16 +216,26 @@ def run_compress(inputs: list[str], output: str | None, weights_path: Path | Non
     rate = {"stages": stages, "bpp": bpp, "psnr": psnr, "quality": quality, "effort": effort, "best_effort": best_effort}
     out = _console(stderr=any(j.dst == STDIO for j in jobs))
     make_one = functools.partial(compress_runner, weights_path, device, rate, force, verify, max_pixels)
+    started = time.perf_counter()
     results, failed = run_jobs(jobs, batch, make_one, n_jobs)
 
     def show(results: list[dict[str, Any]]) -> None:
         if as_json:
             print(json.dumps(results if batch else results[0], indent=1))
             return
-        for info in results:
-            if "error" not in info:
-                for t in compress_table(info):
-                    out.print(t)
+        done = [i for i in results if "error" not in i]
+        if batch and not verbose:  # a line per file and a summary; the tables with --verbose
+            for i in done:
+                out.print(f"{i['input']} -> {i['output']}: {i['output_bytes']:,} bytes, {i['bpp']:.3f} bpp")
+            n_in, n_out = sum(i["input_bytes"] for i in done), sum(i["output_bytes"] for i in done)
+            out.print(f"{len(done)} file{'s' * (len(done) != 1)} compressed"
+                      + (f", {failed} failed" if failed else "")
+                      + f": {n_in:,} -> {n_out:,} bytes ({n_in / max(n_out, 1):.1f}:1) in "
+                      f"{time.perf_counter() - started:.1f} s")
+            return
+        for info in done:
+            for t in compress_table(info):
+                out.print(t)
 
     return finish(results, failed, show)
 
@@ -278,6 +290,8 @@ def run_decompress(inputs: list[str], output: str | None, weights_path: Path | N
     check_rate(stages, None, None)
     jobs, batch = plan_jobs(inputs, output, ".png", lambda d: sorted(d.rglob("*.vqz")), ".vqz files")
     for j in jobs:
+        if not batch and j.src != STDIO and not Path(j.src).exists():
+            raise VQError(f"{j.src}: no such file")  # before any complaint about the output's name
         if j.dst == STDIO and as_json:
             raise UsageError("--json cannot be used while the image goes to stdout")
         if j.dst == STDIO:

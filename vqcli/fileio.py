@@ -109,6 +109,10 @@ def atomic_output(path: Path | str, force: bool = True) -> Iterator[BinaryIO]:
                 os.replace(tmp, path)
             else:
                 os.unlink(tmp)
+    except OSError as e:  # a full disk, a quota: the message names the output, not just the errno
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise VQError(f"{path}: cannot write ({e.strerror or e})") from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
