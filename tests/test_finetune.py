@@ -11,10 +11,10 @@ from conftest import make_image
 
 from vqcli.cli import app
 from vqcli.config import PRESETS, TrainConfig
-from vqcli.data import CropDataset, to_tensor
+from vqcli.data import CropDataset
 from vqcli.errors import VQError
 from vqcli.images import find_images
-from vqcli.model import VQVAE
+from vqcli.model import VQVAE, to_tensor
 from vqcli.train import train, use_bf16, warm_start
 from vqcli.weights import load_weights
 

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from vqcli.api import compress, decompress
 from vqcli.cli import app
 from vqcli.config import PRESETS, ModelConfig, TrainConfig
-from vqcli.data import to_tensor
+from vqcli.metrics import entropy_bits
+from vqcli.model import to_tensor
 from vqcli.quantizer import VectorQuantizer, code_bits, nearest_code, squared_distances
-from vqcli.stats import entropy_bits
 from vqcli.train import train
 from vqcli.weights import load_weights
 

@@ -150,8 +150,7 @@ def test_stats_file(tiny_weights: Path, tmp_path: Path) -> None:
 
 
 def test_entropy_bits_and_psnr_from_mse() -> None:
-    from vqcli.metrics import PSNR_CAP, psnr, psnr_from_mse
-    from vqcli.stats import entropy_bits
+    from vqcli.metrics import PSNR_CAP, entropy_bits, psnr, psnr_from_mse
 
     assert entropy_bits(np.array([3, 3, 0, 3, 3])) == 2.0
     assert entropy_bits(np.array([0, 7])) == 0.0 and entropy_bits(np.zeros(4, np.int64)) == 0.0

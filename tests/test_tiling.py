@@ -107,12 +107,12 @@ def test_without_halo_the_seams_show(tiny_weights, monkeypatch) -> None:
 
 
 def test_pixels_are_converted_tile_by_tile(tiny_weights, monkeypatch) -> None:
-    import vqcli.data
+    import vqcli.model
 
     w = load_weights(tiny_weights)
     shapes = []
-    real = vqcli.data.to_tensor
-    monkeypatch.setattr(vqcli.data, "to_tensor", lambda rgb: shapes.append(rgb.shape) or real(rgb))
+    real = vqcli.model.to_tensor
+    monkeypatch.setattr(vqcli.model, "to_tensor", lambda rgb: shapes.append(rgb.shape) or real(rgb))
     codec.encode_indices(w, edge_image(96, 160), tile=4)
     halo = tiling.receptive_field(w.config).encoder_halo
     assert len(shapes) == 3 * 5

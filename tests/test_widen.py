@@ -11,9 +11,8 @@ from typer.testing import CliRunner
 
 from vqcli.cli import app
 from vqcli.config import PRESETS, TrainConfig
-from vqcli.data import to_tensor
 from vqcli.errors import VQError
-from vqcli.model import VQVAE
+from vqcli.model import VQVAE, to_tensor
 from vqcli.train import train
 from vqcli.weights import load_weights
 from vqcli.widen import check_widening, widen_into

@@ -328,7 +328,8 @@ def fuzz_vqz(cases: int, seed: int, time_limit: float = 5.0, memory_mb: float = 
 
 
 def _fuzz_vqz(cases: int, seed: int, time_limit: float, memory_mb: float, progress: bool) -> Report:
-    from vqcli.codecli import Job, _decompress_one
+    from vqcli.batch import Job
+    from vqcli.codecli import decompress_one
     from vqcli.weights import load_weights
 
     weights = load_weights(TINY, "cpu")
@@ -350,7 +351,7 @@ def _fuzz_vqz(cases: int, seed: int, time_limit: float, memory_mb: float, progre
                 name += "+crc"
             src.write_bytes(data)
             outcome, dt, mb, detail = run_case(
-                lambda: _decompress_one(lambda model_id, n: weights, Job(str(src), str(dst)), None, True),
+                lambda: decompress_one(lambda model_id, n: weights, Job(str(src), str(dst)), None, True),
                 time_limit, memory_mb, rss_base)
             if outcome == "error" and ("\n" in detail or not detail.startswith(f"{src}: ")):
                 outcome = "crash"

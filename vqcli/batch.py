@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import VQError, cli_message, is_out_of_memory, one_line
-from .fileio import os_error_message
+from .fileio import STDIO, os_error_message
 
 Report = dict[str, Any]
 One = Callable[[Any], Report]
@@ -60,16 +60,34 @@ def shard(n: int, rank: int, world: int) -> list[int]:
     return list(range(rank, n, world))
 
 
+@dataclass
+class Job:
+    src: str  # a path or "-"
+    dst: str  # a path or "-"
+    mkdir: bool = False  # the output goes below -o DIR: its folder is made (as mkdir -p would) first
+
+
+def input_name(src: str) -> str:
+    """How messages name an input ('-' is stdin)."""
+    return "<stdin>" if src == STDIO else src
+
+
+def console(stderr: bool = True):
+    """The rich console of reports (stderr: notes, errors, progress), one line per message."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)  # a note stays one line, whatever the width
+
+
 @contextlib.contextmanager
-def oom_named(job) -> Iterator[None]:
+def oom_named(job: Job) -> Iterator[None]:
     """Running out of memory (host, or a device: torch.OutOfMemoryError, "out of memory"
     RuntimeErrors) in a job, as a VQError naming its file."""
     try:
         yield
     except Exception as e:
         if is_out_of_memory(e):
-            name = "<stdin>" if job.src == "-" else job.src
-            raise VQError(f"{name}: out of memory (try a smaller image, --max-pixels or --device cpu)") from None
+            raise VQError(f"{input_name(job.src)}: out of memory (try a smaller image, --max-pixels or --device cpu)") from None
         raise
 
 
@@ -105,12 +123,10 @@ def run_batch(jobs: list, make_one: Callable[[], One], n_jobs: int | None = None
     """Run every job (a batch: each failure is reported on one line and the others go on) ->
     (reports in job order, failures). Under torchrun only this rank's shard runs here, and every
     rank gets all ranks' reports back."""
-    from .codecli import _console
-
     ranks = torchrun_ranks()
     mine = shard(len(jobs), ranks.rank, ranks.world) if ranks else list(range(len(jobs)))
     n_jobs = default_jobs() if n_jobs is None else n_jobs
-    err = _console()
+    err = console()
     done: dict[int, Report] = {}
     failed = 0
 

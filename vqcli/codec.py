@@ -30,7 +30,6 @@ from .entropy import EntropyModel, build_model
 from .errors import UsageError, VQError
 from .images import LoadedImage
 from .limits import MAX_PIXELS, check_size
-from .stats import entropy_bits
 from .weights import Weights
 
 GREY_SOURCES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -357,7 +356,7 @@ def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bp
     for s in range(n):
         kept = coded.indices[s][coded.indices[s] >= 0]
         stats.append(StageCoding(s + 1, len(coded.payloads[s]), 8 * len(coded.payloads[s]) / kept.size,
-                                 entropy_bits(np.bincount(kept)), coded.ideal[s] / kept.size,
+                                 metrics.entropy_bits(np.bincount(kept)), coded.ideal[s] / kept.size,
                                  int(np.unique(kept).size), kept.size / coded.indices[s].size))
     return CompressResult(coded.data, width, height, mode, n, total, em.kind, stats, rate, note,
                           {q: by_quality[q] for q in sorted(by_quality)},

@@ -10,10 +10,10 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .batch import Job, console, input_name
 from .errors import UsageError, VQError
 from .fileio import STDIO, check_target, read_file, write_target
 from .limits import MAX_PIXELS, check_max_pixels, check_size
@@ -22,27 +22,10 @@ OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP
                   ".tif": "TIFF", ".tiff": "TIFF"}
 
 
-@dataclass
-class Job:
-    src: str  # a path or "-"
-    dst: str  # a path or "-"
-    mkdir: bool = False  # the output goes below -o DIR: its folder is made (as mkdir -p would) first
-
-
-def _console(stderr: bool = True):
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)  # a note stays one line, whatever the width
-
-
 def _read_input(src: str) -> bytes:
     if src == STDIO:
         return sys.stdin.buffer.read()
     return read_file(src)
-
-
-def _name(src: str) -> str:
-    return "<stdin>" if src == STDIO else src
 
 
 # -- batches ------------------------------------------------------------------------------------
@@ -137,14 +120,14 @@ def _compress_one(weights, job: Job, rate: dict, force: bool, verify: bool,
         Path(job.dst).parent.mkdir(parents=True, exist_ok=True)
     check_target(job.dst, force)
     raw = _read_input(job.src)
-    image = decode_image(raw, _name(job.src), max_pixels)
+    image = decode_image(raw, input_name(job.src), max_pixels)
     n_raw = len(raw)
     del raw  # the input file need not stay in memory while the model runs
-    result = compress(weights, image, **rate, name=_name(job.src))
+    result = compress(weights, image, **rate, name=input_name(job.src))
     for note in (*image.notes, *([result.note] if result.note else [])):  # on stderr, where a script's log keeps it
-        _console().print(f"vq: note: {_name(job.src)}: {note}", markup=False)
+        console().print(f"vq: note: {input_name(job.src)}: {note}", markup=False)
     h, w = image.rgb.shape[:2]
-    info: dict[str, Any] = {"input": _name(job.src), "output": "<stdout>" if job.dst == STDIO else job.dst,
+    info: dict[str, Any] = {"input": input_name(job.src), "output": "<stdout>" if job.dst == STDIO else job.dst,
                             "input_bytes": n_raw, "output_bytes": len(result.data),
                             "ratio_raw_rgb": 3 * w * h / len(result.data), "ratio_input": n_raw / len(result.data),
                             "input_notes": list(image.notes),
@@ -214,7 +197,7 @@ def run_compress(inputs: list[str], output: str | None, weights_path: Path | Non
         raise UsageError("--json cannot be used while the compressed file goes to stdout")
     check_rate(stages, bpp, psnr, _weights(weights_path, device).config.stages, quality)
     rate = {"stages": stages, "bpp": bpp, "psnr": psnr, "quality": quality, "effort": effort, "best_effort": best_effort}
-    out = _console(stderr=any(j.dst == STDIO for j in jobs))
+    out = console(stderr=any(j.dst == STDIO for j in jobs))
     make_one = functools.partial(compress_runner, weights_path, device, rate, force, verify, max_pixels)
     started = time.perf_counter()
     results, failed = run_jobs(jobs, batch, make_one, n_jobs)
@@ -304,7 +287,7 @@ def run_decompress(inputs: list[str], output: str | None, weights_path: Path | N
         if as_json:
             print(json.dumps(results if batch else results[0], indent=1))
         elif not any(j.dst == STDIO for j in jobs):
-            con = _console(stderr=False)
+            con = console(stderr=False)
             for i in results:
                 if "error" not in i:
                     con.print(f"{i['input']} -> {i['output']}: {i['width']}x{i['height']} {i['mode']}, "
@@ -323,10 +306,10 @@ def decompress_runner(weights_path: Path | None, device: str, stages: int | None
     def weights(model_id: str, name: str):
         return _weights(weights_path if weights_path is not None else find_weights(model_id, name), device)
 
-    return functools.partial(_decompress_one, weights, stages=stages, force=force, max_pixels=max_pixels)
+    return functools.partial(decompress_one, weights, stages=stages, force=force, max_pixels=max_pixels)
 
 
-def _decompress_one(weights, job: Job, stages: int | None, force: bool,
+def decompress_one(weights, job: Job, stages: int | None, force: bool,
                     max_pixels: int | None = MAX_PIXELS) -> dict[str, Any]:
     from . import format as vqz
     from .codec import decompress
@@ -334,7 +317,7 @@ def _decompress_one(weights, job: Job, stages: int | None, force: bool,
     if job.mkdir:
         Path(job.dst).parent.mkdir(parents=True, exist_ok=True)
     check_target(job.dst, force)
-    name = _name(job.src)
+    name = input_name(job.src)
     data = _read_input(job.src)
     header = vqz.read_header(data, name)
     check_size(header.width, header.height, name, max_pixels)  # before the model loads
@@ -342,7 +325,7 @@ def _decompress_one(weights, job: Job, stages: int | None, force: bool,
     payload, note = encode_output(dec, job.dst)
     write_target(job.dst, payload, force)
     h = dec.header
-    err = _console()
+    err = console()
     if note:
         err.print(f"vq: note: {name}: {note}", markup=False)
     if dec.cut_inside:
@@ -361,7 +344,7 @@ def run_info(src: str, as_json: bool) -> int:
     """Header and chunk summary of a .vqz file (no torch)."""
     from . import format as vqz
 
-    info = vqz.info(_read_input(src), _name(src))
+    info = vqz.info(_read_input(src), input_name(src))
     if as_json:
         print(json.dumps(info, indent=1))
         return 0
@@ -390,7 +373,7 @@ def run_info(src: str, as_json: bool) -> int:
         s.add_column(col, justify="right")
     for st in info["stages"]:
         s.add_row(str(st["stage"]), f"{st['bytes']:,}", f"{st['bits']:,}", f"{st['bits_per_index']:.3f}")
-    con = _console(stderr=False)
+    con = console(stderr=False)
     con.print(t)
     con.print(s)
     return 0

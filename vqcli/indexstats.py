@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from .data import pad_to_multiple, to_tensor
 from .images import load_image
+from .model import pad_to_multiple, to_tensor
 
 
 @torch.no_grad()

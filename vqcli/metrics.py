@@ -131,3 +131,13 @@ def bd_rate(ref_rate: Sequence[float], ref_quality: Sequence[float],
         return None
     diff = (pchip_integral(*test, lo, hi) - pchip_integral(*ref, lo, hi)) / (hi - lo)
     return (math.exp(diff) - 1) * 100
+
+
+def entropy_bits(counts: np.ndarray) -> float:
+    """Entropy in bits of the distribution that index counts [K] describe (0 for no counts)."""
+    counts = np.asarray(counts)
+    total = counts.sum()
+    if total <= 0:
+        return 0.0
+    p = counts[counts > 0] / total
+    return float(max(0.0, -(p * np.log2(p)).sum()))  # max(): -0.0 for a single code

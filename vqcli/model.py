@@ -10,12 +10,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
 from .quantizer import ResidualVQ
+
+
+# -- the tensor conventions of images (uint8 arrays <-> model inputs) ---------------------------
+def pad_to_multiple(x: torch.Tensor, factor: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Replicate-pad [B, C, H, W] on the bottom/right to multiples of factor; returns the padding."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % factor, (-w) % factor
+    if ph or pw:
+        x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
+    return x, (ph, pw)
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """uint8 [H, W, 3] -> float [1, 3, H, W] in [0, 1]."""
+    return torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1)[None].float() / 255.0
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float [1, 3, H, W] in [0, 1] -> uint8 [H, W, 3] (round half to even, as torch.round)."""
+    return (x[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
 class ResBlock(nn.Module):

@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import VQError
 from .fileio import write_target
-from .stats import entropy_bits
+from .metrics import entropy_bits
 
 DPI = 90
 INSTALL_HINT = "pip install 'vqcli[plot]' (or pip install matplotlib)"

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .arrays import to_numpy
+from .metrics import entropy_bits
 
 SPARK = " ▁▂▃▄▅▆▇█"
 
@@ -44,16 +45,6 @@ class StageStats:
         d["used_share"] = self.used / self.codebook_size
         d["max_entropy_bits"] = self.max_entropy_bits
         return d
-
-
-def entropy_bits(counts: np.ndarray) -> float:
-    """Entropy in bits of the distribution that index counts [K] describe (0 for no counts)."""
-    counts = np.asarray(counts)
-    total = counts.sum()
-    if total <= 0:
-        return 0.0
-    p = counts[counts > 0] / total
-    return float(max(0.0, -(p * np.log2(p)).sum()))  # max(): -0.0 for a single code
 
 
 def stage_stats(counts: np.ndarray, stage: int = 1, code_distance: float | None = None) -> StageStats:

@@ -148,7 +148,7 @@ def encode(model, rgb: np.ndarray, tile: int | None = None, progress: Callable[[
            errors: bool = False, latent: bool = False) -> Encoded:
     """uint8 [H, W, 3] -> greedy indices of every stage on the latent grid [ceil(H/f), ceil(W/f)]
     (bottom/right replicate-padded), tile by tile; with errors / latent, those too (Encoded)."""
-    from .data import pad_to_multiple, to_tensor
+    from .model import pad_to_multiple, to_tensor
 
     cfg: ModelConfig = model.cfg
     device = next(model.parameters()).device
@@ -181,7 +181,7 @@ def encode(model, rgb: np.ndarray, tile: int | None = None, progress: Callable[[
 def decode(model, indices: torch.Tensor, width: int, height: int, tile: int | None = None,
            progress: Callable[[float], None] | None = None) -> np.ndarray:
     """int64 [s, h, w] (any prefix of the stages) -> uint8 [height, width, 3], tile by tile."""
-    from .data import to_uint8
+    from .model import to_uint8
 
     cfg: ModelConfig = model.cfg
     device = next(model.parameters()).device

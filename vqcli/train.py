@@ -28,15 +28,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .config import ModelConfig, TrainConfig
-from .data import CropDataset, StepSampler, pad_to_multiple, to_tensor, usable_images
+from .data import CropDataset, StepSampler, usable_images
 from .errors import VQError
 from .fileio import atomic_output
 from .images import load_image
 from .indexstats import collect_index_stats
-from .metrics import psnr_from_mse
-from .model import VQVAE
+from .metrics import entropy_bits, psnr_from_mse
+from .model import VQVAE, pad_to_multiple, to_tensor
 from .quantizer import RATE_BUFFERS
-from .stats import entropy_bits
 from .weights import FORMAT_VERSION, parse_config, read_safetensors, release_tensors, save_weights
 from .widen import check_widening, widen_into
 
