@@ -1,0 +1,77 @@
+"""The GPU tools' CPU halves: the training burst's dry run, the data cache, check-cuda without CUDA."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from vqcli.weights import load_weights
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def _joined(out: Path, name: str) -> Path:
+    summary = json.loads((out / f"{name}.json").read_text())
+    whole = out / f"{name}.safetensors"
+    whole.write_bytes(b"".join((out / p).read_bytes() for p in summary["parts"]))
+    assert load_weights(whole).model_id == summary["model_id"]
+    return whole
+
+
+def test_train_gpu_dry_run_writes_a_release_in_parts(image_dir, tmp_path):
+    out = tmp_path / "o"
+    r = _run("tools/train_gpu.py", "--data", str(image_dir), "--out", str(out), "--dry-run", "--preset", "tiny",
+             "--part-mib", "0.01")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "hifi.json").read_text())
+    assert len(summary["parts"]) > 1 and summary["planned_steps"] == 3 and summary["cut_at"] is None
+    assert load_weights(_joined(out, "hifi")).config.stages == 3
+
+
+def test_train_gpu_cuts_an_overlong_run_at_a_checkpoint(image_dir, tmp_path):
+    out = tmp_path / "o"
+    r = _run("tools/train_gpu.py", "--data", str(image_dir), "--out", str(out), "--dry-run", "--preset", "tiny",
+             "--steps", "50", "--seconds", "0.01", "--grace", "0", "--name", "cut")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "cut.json").read_text())
+    assert summary["planned_steps"] == 50 and 1 <= summary["cut_at"] < 50 and "over time" in r.stdout
+    assert load_weights(_joined(out, "cut")).training["steps"] == summary["cut_at"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the no-CUDA path")
+def test_train_gpu_without_cuda_says_so(image_dir, tmp_path):
+    r = _run("tools/train_gpu.py", "--data", str(image_dir), "--out", str(tmp_path))
+    assert r.returncode == 1 and "no CUDA device" in r.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the no-CUDA path")
+def test_check_cuda_without_cuda_runs_the_cpu_halves_and_passes(tmp_path):
+    r = _run("tools/check_cuda.py", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "no CUDA device here" in r.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["ok"] and not report["cuda"] and report["sample"]["bytes"] > 0 and "skipped" in report["tests"]["summary"]
+
+
+def test_gpu_cache_packs_images_small(tmp_path):
+    src = tmp_path / "permissive"
+    src.mkdir()
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(src / "a.webp", lossless=True)
+    Image.new("RGB", (32, 32), (200, 10, 30)).save(src / "b.jpg")
+    (src / "ATTRIBUTION.md").write_text("credits")
+    r = _run("tools/make_gpu_cache.py", str(src), "--out", str(tmp_path / "cache"))
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert names == ["permissive_ATTRIBUTION.md", "permissive_a.jpg", "permissive_b.jpg"]
+    assert (tmp_path / "cache" / "permissive_b.jpg").read_bytes() == (src / "b.jpg").read_bytes()
+    assert Image.open(tmp_path / "cache" / "permissive_a.jpg").size == (64, 48)
