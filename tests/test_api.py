@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 import vqcli
 from vqcli.cli import app
-from vqcli.codec import RATE_PARAMS
 from vqcli.errors import UsageError, VQError, cli_message
+from vqcli.rate import RATE_PARAMS
 
 ROOT = Path(__file__).resolve().parent.parent
 

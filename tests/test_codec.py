@@ -31,7 +31,7 @@ from vqcli.entropy import build_model, quantize
 from vqcli.errors import VQError
 from vqcli.images import LoadedImage, decode_image
 from vqcli.metrics import psnr
-from vqcli.stagemap import DEFAULT_QUALITY
+from vqcli.rate import DEFAULT_QUALITY
 from vqcli.weights import COUNT_DTYPES, load_weights, model_id_of, read_safetensors, set_default_quality, unpack_counts
 
 runner = CliRunner()
@@ -100,7 +100,7 @@ def test_round_trip_indices_and_crop(weights):
 
 def test_default_quality_from_weights(tiny_weights: Path, tmp_path: Path):
     """A release may name its default rate (a quality) in the metadata; compress without a rate
-    flag uses it, else stagemap.DEFAULT_QUALITY."""
+    flag uses it, else rate.DEFAULT_QUALITY."""
     img = LoadedImage(make_image(32, 48, 4), None, "RGB")
     plain = load_weights(tiny_weights)
     assert plain.named_default is None and plain.default_quality == DEFAULT_QUALITY

@@ -10,8 +10,8 @@ from PIL import Image, features
 from typer.testing import CliRunner
 
 from vqcli.cli import app
-from vqcli.config import DEFAULT_EFFORT
 from vqcli.evaluate import VQ_QUALITIES
+from vqcli.rate import DEFAULT_EFFORT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -11,10 +11,10 @@ import torch
 from conftest import make_image
 
 from vqcli import codec, stagemap
-from vqcli.config import EFFORTS
 from vqcli.errors import UsageError
 from vqcli.images import LoadedImage
 from vqcli.quantizer import ResidualVQ
+from vqcli.rate import EFFORTS
 from vqcli.weights import load_weights
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 from vqcli.codec import compress, decompress
 from vqcli.images import decode_image, load_image
 from vqcli.metrics import psnr
-from vqcli.stagemap import DEFAULT_QUALITY
+from vqcli.rate import DEFAULT_QUALITY
 from vqcli.weights import default_weights_path, load_weights
 
 ROOT = Path(__file__).resolve().parents[1]

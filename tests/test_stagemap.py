@@ -22,6 +22,7 @@ from vqcli.codec import compress, decompress, encode_indices, pack
 from vqcli.entropy import LEFT, PREV, UP, build_model
 from vqcli.errors import VQError
 from vqcli.images import LoadedImage
+from vqcli.rate import DEFAULT_QUALITY, check_quality
 from vqcli.weights import load_weights
 
 
@@ -66,9 +67,9 @@ def test_edge_blocks_and_expansion():
     idx = np.arange(4 * 9).reshape(4, 3, 3)
     kept = stagemap.apply(idx, per)
     assert ((kept >= 0).sum(0) == per).all() and (kept[kept >= 0] == idx[kept >= 0]).all()
-    assert stagemap.lam(0) > stagemap.lam(stagemap.DEFAULT_QUALITY) > stagemap.lam(100)
+    assert stagemap.lam(0) > stagemap.lam(DEFAULT_QUALITY) > stagemap.lam(100)
     with pytest.raises(VQError, match="quality 101"):
-        stagemap.check_quality(101)
+        check_quality(101)
 
 
 # -- the map chunk -----------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import functools
 import os
 from typing import TYPE_CHECKING, Any, Union
 
+from . import rate
 from .errors import UsageError
 
 if TYPE_CHECKING:
@@ -99,8 +100,8 @@ def compress(image: ImageLike, *, quality: float | None = None, bpp: float | Non
     A `bpp` or `psnr` that no quality meets is a VQError, unless `best_effort` (the nearest file)."""
     from . import codec
 
-    codec.check_rate(stages, bpp, psnr, quality=quality)
-    effort = codec.check_effort(effort)
+    rate.check_rate(stages, bpp, psnr, quality=quality)
+    effort = rate.check_effort(effort)
     name = str(image) if isinstance(image, (str, os.PathLike)) else "<image>"
     loaded = as_image(image)
     return codec.compress(load_model(weights, device), loaded, stages, bpp, psnr, name=name, quality=quality,
@@ -115,7 +116,7 @@ def decompress(data: DataLike, *, stages: int | None = None, weights: WeightsLik
     from . import format as vqz
 
     raw, name = _read(data)
-    codec.check_rate(stages, None, None)
+    rate.check_rate(stages, None, None)
     header = vqz.read_header(raw, name)  # a bad file fails before the model loads
     return codec.decompress(model_for(header.model_id, weights, device, name), raw, stages, name).to_pil()
 

@@ -13,8 +13,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .config import DEFAULT_EFFORT, DEFAULT_PRESET, EFFORTS, PRESETS
+from .config import DEFAULT_PRESET, PRESETS
 from .limits import MAX_PIXELS
+from .rate import DEFAULT_EFFORT, EFFORTS
 
 app = typer.Typer(
     name="vq",

@@ -12,7 +12,7 @@ quality. --stages N keeps the first N stages everywhere (a format-1 file, a plai
 
 Codes: the stage map is chosen from the greedy codes (the nearest code, stage by stage); then,
 at an effort above 0, each position's codes are searched again to the depth it keeps (a beam
-search that also prices bits, config.EFFORTS). Only the encoder searches: the file format and the
+search that also prices bits, rate.EFFORTS). Only the encoder searches: the file format and the
 decoder are the same at every effort.
 """
 
@@ -25,25 +25,16 @@ import torch
 
 from . import format as vqz
 from . import metrics, stagemap, tiling
-from .config import DEFAULT_EFFORT, EFFORTS
 from .entropy import EntropyModel, build_model
 from .errors import UsageError, VQError
 from .images import LoadedImage
 from .limits import MAX_PIXELS, check_size
+from .rate import DEFAULT_EFFORT, EFFORTS, check_effort, check_rate
 from .weights import Weights
 
 GREY_SOURCES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _MODELS: dict[tuple[str, str], EntropyModel] = {}
 SEARCH_ROWS = 1 << 16  # latent positions per slice of the encoder's search
-
-
-def check_effort(effort: int | None) -> int:
-    """The effort to use: None means DEFAULT_EFFORT; one outside EFFORTS is a UsageError."""
-    if effort is None:
-        return DEFAULT_EFFORT
-    if not 0 <= effort < len(EFFORTS):
-        raise UsageError(f"effort {effort}: expected 0 to {len(EFFORTS) - 1}", params=("effort",))
-    return effort
 
 
 def entropy_model(weights: Weights, kind: str = "auto") -> EntropyModel:
@@ -187,22 +178,6 @@ def colour_mode(image: LoadedImage) -> str:
     if image.alpha is not None:
         return "LA" if grey else "RGBA"
     return "L" if grey else "RGB"
-
-
-RATE_PARAMS = ("stages", "quality", "bpp", "psnr")
-def check_rate(stages: int | None, bpp: float | None, psnr: float | None, total: int | None = None,
-               quality: float | None = None) -> None:
-    """The rate parameters: at most one of them, a positive bpp, stages within 1..total (once
-    known), a quality within 0..100."""
-    if sum(v is not None for v in (stages, quality, bpp, psnr)) > 1:
-        raise UsageError("choose at most one of stages, quality, bpp and psnr", params=RATE_PARAMS)
-    if bpp is not None and not bpp > 0:
-        raise UsageError(f"bpp {bpp:g}: must be positive", params=("bpp",))
-    if stages is not None and not (1 <= stages and (total is None or stages <= total)):
-        raise UsageError(f"stages {stages}: the model has stages 1 to {total}" if total is not None
-                         else f"stages {stages}: must be at least 1", params=("stages",))
-    if quality is not None:
-        stagemap.check_quality(quality)
 
 
 @dataclass

@@ -185,7 +185,7 @@ def run_compress(inputs: list[str], output: str | None, weights_path: Path | Non
                  verbose: bool = False) -> int:
     """Returns the exit code (0, or 1 when some file of a batch failed); n_jobs: worker processes
     (default: the available cores); max_pixels: larger images are refused (None: no limit)."""
-    from .codec import check_effort, check_rate
+    from .rate import check_effort, check_rate
 
     check_max_pixels(max_pixels)
     check_rate(stages, bpp, psnr, quality=quality)
@@ -267,7 +267,7 @@ def run_decompress(inputs: list[str], output: str | None, weights_path: Path | N
                    max_pixels: int | None = MAX_PIXELS) -> int:
     """Returns the exit code (0, or 1 when some file of a batch failed); n_jobs and max_pixels as
     run_compress."""
-    from .codec import check_rate
+    from .rate import check_rate
 
     check_max_pixels(max_pixels)
     check_rate(stages, None, None)

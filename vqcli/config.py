@@ -127,15 +127,3 @@ class TrainConfig:
     native bf16, measured ~2x faster per step there; the quantizer always runs in fp32)."""
     cache: bool = False
     """Keep every decoded training image in memory (uint8): no JPEG decode per crop."""
-
-
-# Encoder search (vqcli.codec.Encoder): a setting of the encoder, not of the model or the file.
-EFFORTS = ((1, 0.0), (4, 0.5), (16, 0.5))
-"""(beam width, price factor) of each effort. 0 is the greedy encoder. Above it, each position's
-codes are found by a beam search to the depth its block keeps (quantizer.beam_encode), each bit
-priced at the factor times the stage map's own trade (stagemap.price): the nearest codes are not
-the best path, and the cheapest good path beats the best one. The factor, on 12 val photos
-(default model, BD-rate against effort 0, PSNR / MS-SSIM): beam 4 without a price -3.0 % / -2.8 %,
-with 0.5 -4.3 % / -4.1 %, with 1.0 -3.7 % / -3.4 %. On all 49 val photos: effort 1 -4.1 % / -3.9 %
-at 1.26x effort 0's encode time, effort 2 -5.3 % / -4.9 % at 2x (768x512, 2 cores)."""
-DEFAULT_EFFORT = 1

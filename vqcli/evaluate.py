@@ -185,7 +185,7 @@ def evaluate(weights, folder: Path, codecs: list[str], limit: int | None = None,
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .codec import check_effort
+    from .rate import check_effort
 
     effort = check_effort(effort)
 

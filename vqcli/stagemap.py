@@ -37,7 +37,7 @@ import struct
 
 import numpy as np
 
-from .errors import UsageError, VQError
+from .errors import VQError
 
 BLOCK = 2  # block side in latent cells
 REF_STAGE = 4  # lambda and the block weights are relative to the residual after this many stages
@@ -45,23 +45,11 @@ FLATNESS = 0.25  # exponent of the block weights
 MAX_BLOCK = 64
 ONE = 1 << 16  # probability scale of the flags
 NONE, ALL = 0, ONE - 1  # the two probabilities that code no flags
-QUALITY_RANGE = (0.0, 100.0)
-DEFAULT_QUALITY = 45.0
-"""The rate of `vq compress` without a rate flag, for weights that name none: on 8 training
-photos with the shipped model, about the size of the former default, 4 uniform stages."""
-
-
 def lam(quality: float) -> float:
     """The Lagrange multiplier of a quality in 0..100, in units of the image's mean residual per
     bit: from 10^-0.2 (quality 0: one stage nearly everywhere, about 0.09 bpp with the shipped
     model) to 10^-2.8 (quality 100: nearly every stage everywhere, about 1.25 bpp)."""
     return 10.0 ** (-0.2 - 2.6 * quality / 100)
-
-
-def check_quality(quality: float) -> None:
-    lo, hi = QUALITY_RANGE
-    if not (lo <= quality <= hi):
-        raise UsageError(f"quality {quality:g}: expected {lo:g} to {hi:g}", params=("quality",))
 
 
 def _block_sums(a: np.ndarray, block: int) -> np.ndarray:

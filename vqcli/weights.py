@@ -10,7 +10,7 @@ Layout of a release file:
 - metadata (all strings): ``format`` = "vqcli-weights", ``format_version``, ``config``
   (ModelConfig JSON), ``model_id`` (hash of every tensor), ``training`` (JSON summary) and,
   optionally, ``default_quality``: the rate `vq compress` uses without a rate flag, chosen for a
-  release by measurement (set_default_quality); without it, vqcli.stagemap.DEFAULT_QUALITY.
+  release by measurement (set_default_quality); without it, vqcli.rate.DEFAULT_QUALITY.
   (Releases before stage maps named ``default_stages``, a uniform stage count; it is ignored.)
   ``base_model``, optionally: the model id of a complete release whose tensors this file shares
   and omits (a release that only re-collected statistics stores no network); the loader takes
@@ -33,7 +33,7 @@ import torch
 from .config import ModelConfig
 from .errors import UsageError, VQError
 from .fileio import atomic_output, read_file
-from .stagemap import check_quality
+from .rate import check_quality
 from .weightspath import (  # noqa: F401  (re-exported: the lookup lives in the torch-free weightspath)
     DEFAULT_WEIGHTS,
     WEIGHTS_PATH_ENV,
@@ -72,7 +72,7 @@ class Weights:
     @property
     def default_quality(self) -> float:
         """The quality `vq compress` codes at without a rate flag."""
-        from .stagemap import DEFAULT_QUALITY
+        from .rate import DEFAULT_QUALITY
 
         return DEFAULT_QUALITY if self.named_default is None else self.named_default
 

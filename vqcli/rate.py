@@ -1,0 +1,58 @@
+"""The rate knobs of the encoder, in one torch-free place (the CLI validates with them before
+loading a model): the quality scale and its default, the efforts of the code search, and the
+check of a request's rate parameters."""
+
+from __future__ import annotations
+
+from .errors import UsageError
+
+QUALITY_RANGE = (0.0, 100.0)
+DEFAULT_QUALITY = 45.0
+"""The rate of `vq compress` without a rate flag, for weights that name none: on 8 training
+photos with the shipped model, about the size of the former default, 4 uniform stages."""
+
+
+def check_quality(quality: float) -> None:
+    """A UsageError unless quality is within QUALITY_RANGE."""
+    lo, hi = QUALITY_RANGE
+    if not (lo <= quality <= hi):
+        raise UsageError(f"quality {quality:g}: expected {lo:g} to {hi:g}", params=("quality",))
+
+
+# Encoder search (vqcli.codec.Encoder): a setting of the encoder, not of the model or the file.
+EFFORTS = ((1, 0.0), (4, 0.5), (16, 0.5))
+"""(beam width, price factor) of each effort. 0 is the greedy encoder. Above it, each position's
+codes are found by a beam search to the depth its block keeps (quantizer.beam_encode), each bit
+priced at the factor times the stage map's own trade (stagemap.price): the nearest codes are not
+the best path, and the cheapest good path beats the best one. The factor, on 12 val photos
+(default model, BD-rate against effort 0, PSNR / MS-SSIM): beam 4 without a price -3.0 % / -2.8 %,
+with 0.5 -4.3 % / -4.1 %, with 1.0 -3.7 % / -3.4 %. On all 49 val photos: effort 1 -4.1 % / -3.9 %
+at 1.26x effort 0's encode time, effort 2 -5.3 % / -4.9 % at 2x (768x512, 2 cores)."""
+DEFAULT_EFFORT = 1
+
+
+def check_effort(effort: int | None) -> int:
+    """The effort to use: None means DEFAULT_EFFORT; one outside EFFORTS is a UsageError."""
+    if effort is None:
+        return DEFAULT_EFFORT
+    if not 0 <= effort < len(EFFORTS):
+        raise UsageError(f"effort {effort}: expected 0 to {len(EFFORTS) - 1}", params=("effort",))
+    return effort
+
+
+RATE_PARAMS = ("stages", "quality", "bpp", "psnr")
+
+
+def check_rate(stages: int | None, bpp: float | None, psnr: float | None, total: int | None = None,
+               quality: float | None = None) -> None:
+    """The rate parameters: at most one of them, a positive bpp, stages within 1..total (once
+    known), a quality within 0..100."""
+    if sum(v is not None for v in (stages, quality, bpp, psnr)) > 1:
+        raise UsageError("choose at most one of stages, quality, bpp and psnr", params=RATE_PARAMS)
+    if bpp is not None and not bpp > 0:
+        raise UsageError(f"bpp {bpp:g}: must be positive", params=("bpp",))
+    if stages is not None and not (1 <= stages and (total is None or stages <= total)):
+        raise UsageError(f"stages {stages}: the model has stages 1 to {total}" if total is not None
+                         else f"stages {stages}: must be at least 1", params=("stages",))
+    if quality is not None:
+        check_quality(quality)
