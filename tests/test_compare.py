@@ -11,10 +11,11 @@ from conftest import make_image
 from PIL import Image, features
 from typer.testing import CliRunner
 
+from vqcli.classical import CLASSICAL
+from vqcli.classical import encode as classical_encode
 from vqcli.cli import app
 from vqcli.compare import fit_quality, parse_crop, target_bytes
 from vqcli.errors import UsageError
-from vqcli.evaluate import CLASSICAL, classical_encode
 
 runner = CliRunner()
 

@@ -413,10 +413,3 @@ def decompress(weights: Weights, data: bytes, stages: int | None = None, name: s
     alpha = vqz.unpack_alpha(c.alpha, h, name) if c.alpha is not None else None
     rgb = decode_indices(weights, torch.from_numpy(idx), h.width, h.height)
     return DecodedImage(rgb, alpha, h, idx.shape[0], idx, c.truncated, c.cut_inside)
-
-
-# -- quality ------------------------------------------------------------------------------------
-def quality(ref: np.ndarray, img: np.ndarray) -> dict[str, float | None]:
-    """PSNR, and MS-SSIM where the short side allows its 5 scales (>= 161 px), else SSIM."""
-    m, multi = metrics.ms_ssim(ref, img)
-    return {"psnr": metrics.psnr(ref, img), "ms_ssim": m if multi else None, "ssim": None if multi else m}

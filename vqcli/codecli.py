@@ -113,8 +113,9 @@ def plan_compress(inputs: list[str], output: str | None) -> tuple[list[Job], boo
 
 def _compress_one(weights, job: Job, rate: dict, force: bool, verify: bool,
                   max_pixels: int | None = MAX_PIXELS) -> dict[str, Any]:
-    from .codec import compress, decompress, quality
+    from .codec import compress, decompress
     from .images import decode_image
+    from .metrics import image_quality
 
     if job.mkdir:
         Path(job.dst).parent.mkdir(parents=True, exist_ok=True)
@@ -134,7 +135,7 @@ def _compress_one(weights, job: Job, rate: dict, force: bool, verify: bool,
                             **result.to_dict()}
     if verify:
         dec = decompress(weights, result.data, name=info["output"])
-        info["verify"] = {**quality(image.rgb, dec.rgb),
+        info["verify"] = {**image_quality(image.rgb, dec.rgb),
                           "alpha_exact": None if image.alpha is None else bool((dec.alpha == image.alpha).all())}
     write_target(job.dst, result.data, force)
     return info

@@ -29,7 +29,7 @@ CAPTION_LINES = 3
 class Entry:
     """One codec's file of the image."""
 
-    codec: str  # "original", "vq" or a key of evaluate.CLASSICAL
+    codec: str  # "original", "vq" or a key of classical.CLASSICAL
     label: str
     setting: str  # "12 stages", "quality 37"
     bytes: int
@@ -76,23 +76,23 @@ def target_bytes(width: int, height: int, bpp: float | None, size: int | None) -
 
 def _scored(codec: str, label: str, setting: str, data_len: int, ref: np.ndarray, rec: np.ndarray,
             note: str | None = None) -> Entry:
-    from .codec import quality
+    from .metrics import image_quality
 
-    q = quality(ref, rec)
+    q = image_quality(ref, rec)
     h, w = ref.shape[:2]
     return Entry(codec, label, setting, data_len, 8 * data_len / (w * h), q["psnr"], q["ms_ssim"], q["ssim"], note, rec)
 
 
 def fit_quality(name: str, image, budget: int) -> tuple[int, bytes, str | None]:
     """(quality, file, note): the highest quality of codec `name` whose file fits `budget` bytes."""
-    from .evaluate import CLASSICAL, classical_encode
+    from .classical import CLASSICAL, encode
 
     lo, hi = CLASSICAL[name].quality_range
     cache: dict[int, bytes] = {}
 
     def enc(q: int) -> bytes:
         if q not in cache:
-            cache[q] = classical_encode(name, image, q)
+            cache[q] = encode(name, image, q)
         return cache[q]
 
     if len(enc(lo)) > budget:
@@ -112,11 +112,11 @@ def compare(weights, rgb: np.ndarray, budget: int, codecs: list[str]) -> list[En
     from PIL import Image
 
     from . import codec
-    from .evaluate import CLASSICAL, classical_decode, codec_available
+    from .classical import CLASSICAL, available, decode
     from .images import LoadedImage
 
     h, w = rgb.shape[:2]
-    missing = [c for c in codecs if not codec_available(c)]
+    missing = [c for c in codecs if not available(c)]
     out = [Entry("original", "original", f"{w}x{h}", 3 * w * h, 24.0, None, None, rgb=rgb,
                  note=f"skipped (no Pillow support): {', '.join(missing)}" if missing else None)]
     res = codec.compress(weights, LoadedImage(rgb, None, "RGB"), bpp=8 * budget / (w * h), best_effort=True)
@@ -127,7 +127,7 @@ def compare(weights, rgb: np.ndarray, budget: int, codecs: list[str]) -> list[En
         if c in missing:
             continue
         q, data, note = fit_quality(c, im, budget)
-        out.append(_scored(c, CLASSICAL[c].label, f"quality {q}", len(data), rgb, classical_decode(data), note))
+        out.append(_scored(c, CLASSICAL[c].label, f"quality {q}", len(data), rgb, decode(data), note))
     return out
 
 

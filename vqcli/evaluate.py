@@ -9,38 +9,18 @@ map), and BD-rates compare those mean curves.
 
 from __future__ import annotations
 
-import io
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import classical
+from .classical import CLASSICAL
 from .errors import UsageError
 from .metrics import BD_INTERPOLATION, MSSSIM_MIN_SIDE, bd_rate, ms_ssim, msssim_db, psnr
 
-
-@dataclass(frozen=True)
-class Classical:
-    label: str
-    pil_format: str
-    qualities: tuple[int, ...]  # the ladder `vq eval` sweeps
-    options: Callable[[int], dict[str, Any]]
-    quality_range: tuple[int, int] = (0, 100)  # every setting Pillow accepts (`vq compare` searches it)
-
-
-# Fixed quality ladders, the same for every image so that points can be averaged. They run
-# from about 0.1 bpp (the bottom of vq's 1-stage range) to well past its top.
-CLASSICAL: dict[str, Classical] = {
-    "jpeg": Classical("JPEG 4:2:0", "JPEG", (5, 10, 15, 25, 35, 50, 65, 80, 90),
-                      lambda q: {"quality": q, "subsampling": 2, "optimize": True}, (1, 100)),
-    "webp": Classical("WebP m6", "WEBP", (0, 5, 10, 20, 35, 50, 65, 80, 90),
-                      lambda q: {"quality": q, "method": 6}),
-    "avif": Classical("AVIF", "AVIF", (5, 15, 25, 35, 45, 55, 65, 75, 85),
-                      lambda q: {"quality": q, "speed": 6, "subsampling": "4:2:0"}),
-}
 FIELDS = ("bpp", "psnr", "ms_ssim", "encode_ms", "decode_ms")
 VQ_QUALITIES = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
 UNIFORM = "vq-stages"  # the codec name of vq with uniform stages (--stages)
@@ -79,9 +59,7 @@ def parse_codecs(text: str) -> list[str]:
 
 
 def codec_available(name: str) -> bool:
-    from PIL import features
-
-    return name in ("jpeg", UNIFORM) or bool(features.check(name))  # "webp" and "avif" are Pillow modules
+    return name == UNIFORM or classical.available(name)
 
 
 def _score(orig: np.ndarray, rec: np.ndarray, tally: Tally) -> tuple[float, float]:
@@ -116,22 +94,6 @@ def vq_points(weights, rgb: np.ndarray, tally: Tally, uniform: bool = False, eff
     return out
 
 
-def classical_encode(name: str, image, quality: int) -> bytes:
-    """A Pillow image (RGB) as a file of codec `name` (see CLASSICAL) at a quality setting."""
-    c = CLASSICAL[name]
-    buf = io.BytesIO()
-    image.save(buf, c.pil_format, **c.options(quality))
-    return buf.getvalue()
-
-
-def classical_decode(data: bytes) -> np.ndarray:
-    """uint8 [H, W, 3] of a file written by classical_encode."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as dec:
-        return np.asarray(dec.convert("RGB"))
-
-
 def classical_points(name: str, rgb: np.ndarray, tally: Tally) -> list[Point]:
     """The quality ladder of one Pillow codec on one image."""
     from PIL import Image
@@ -141,10 +103,10 @@ def classical_points(name: str, rgb: np.ndarray, tally: Tally) -> list[Point]:
     out = []
     for q in CLASSICAL[name].qualities:
         t0 = time.perf_counter()
-        data = classical_encode(name, im, q)
+        data = classical.encode(name, im, q)
         t_enc = time.perf_counter() - t0
         t0 = time.perf_counter()
-        rec = classical_decode(data)
+        rec = classical.decode(data)
         t_dec = time.perf_counter() - t0
         p, m = _score(rgb, rec, tally)
         out.append(Point(q, len(data) * 8 / (h * w), p, m, t_enc * 1e3, t_dec * 1e3))

@@ -141,3 +141,9 @@ def entropy_bits(counts: np.ndarray) -> float:
         return 0.0
     p = counts[counts > 0] / total
     return float(max(0.0, -(p * np.log2(p)).sum()))  # max(): -0.0 for a single code
+
+
+def image_quality(ref: np.ndarray, img: np.ndarray) -> dict[str, float | None]:
+    """PSNR, and MS-SSIM where the short side allows its 5 scales (>= 161 px), else SSIM."""
+    m, multi = ms_ssim(ref, img)
+    return {"psnr": psnr(ref, img), "ms_ssim": m if multi else None, "ssim": None if multi else m}
