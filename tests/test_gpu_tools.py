@@ -75,3 +75,12 @@ def test_gpu_cache_packs_images_small(tmp_path):
     assert names == ["permissive_ATTRIBUTION.md", "permissive_a.jpg", "permissive_b.jpg"]
     assert (tmp_path / "cache" / "permissive_b.jpg").read_bytes() == (src / "b.jpg").read_bytes()
     assert Image.open(tmp_path / "cache" / "permissive_a.jpg").size == (64, 48)
+
+
+def test_train_gpu_dry_run_widens_the_shipped_kind_of_model(image_dir, tiny_weights, tmp_path):
+    out = tmp_path / "o"
+    r = _run("tools/train_gpu.py", "--data", str(image_dir), "--out", str(out), "--dry-run", "--preset", "tiny",
+             "--init", str(tiny_weights), "--widen")
+    assert r.returncode == 0, r.stderr
+    w = load_weights(_joined(out, "hifi"))
+    assert w.training["init"] == load_weights(tiny_weights).model_id

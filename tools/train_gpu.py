@@ -7,7 +7,8 @@ loader) is cut at a checkpoint and finalised from it. The release is written in 
 --part-mib MiB (what the machine sends back); `cat NAME.safetensors.part* > NAME.safetensors`
 joins them, and the model id checks the join. The log's history goes to NAME.json.
 
-    python tools/train_gpu.py --data .gpu/data --out "$OUT" --seconds 380      # on CUDA
+    python tools/train_gpu.py --data .gpu/data --out "$OUT" --seconds 380 \
+        --init weights/default.safetensors --widen --batch-size 64 --lr 3e-4       # on CUDA
     python tools/train_gpu.py --data tests/imgs --out /tmp/o --dry-run --preset tiny  # on CPU
 """
 
@@ -71,6 +72,7 @@ def main() -> int:
     ap.add_argument("--name", default="hifi")
     ap.add_argument("--preset", default="hifi", choices=sorted(PRESETS))
     ap.add_argument("--init", type=Path, help="release weights to continue from (their config wins)")
+    ap.add_argument("--widen", action="store_true", help="with --init: grow its network to --preset's sizes")
     ap.add_argument("--seconds", type=float, default=380.0, help="training time budget")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--crop", type=int, default=128)
@@ -90,7 +92,7 @@ def main() -> int:
         return 1
     batch, crop = (2, 32) if a.dry_run else (a.batch_size, a.crop)
     cfg = PRESETS[a.preset]
-    if a.init is not None:
+    if a.init is not None and not a.widen:
         from vqcli.weights import load_weights
 
         cfg = load_weights(a.init, "cpu").config
@@ -112,7 +114,8 @@ def main() -> int:
 
     t0, cut = time.time(), None
     try:
-        res = train(a.data, release, cfg, tcfg, device=dev.type, on_step=on_step, init=a.init, log_every=100)
+        res = train(a.data, release, cfg, tcfg, device=dev.type, on_step=on_step, init=a.init, log_every=100,
+                    widen=a.widen)
     except TrainingInterrupted as e:
         print(f"train_gpu: over time at step {e.step}; finalising from {e.path}", flush=True)
         cut = e.step
