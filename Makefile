@@ -17,9 +17,9 @@ SEED   ?= 0
 RUNPY  ?= $(BIN)/python
 GPU_DATA ?= ../shared/data/permissive ../shared/data/train/debian_wallpapers
 GPU_SECONDS ?= 380
-# The next burst grows the shipped default into the hifi preset (same images at step 0) and trains
-# it on: from scratch, 4,153 steps of 256 crops reached only 25.5 dB on val (weights/README.md).
-GPU_INIT ?= --init weights/default.safetensors --widen
+# The next burst continues the shipped hifi model (the default grown to the hifi preset and trained
+# 8,000 CPU steps); from scratch, 4,153 steps of 256 crops reached only 25.5 dB on val (weights/README.md).
+GPU_INIT ?= --init weights/hifi.safetensors
 GPU_BATCH ?= 64
 GPU_LR ?= 3e-4
 NEEDS_VENV := $(if $(filter $(BIN)/python,$(RUNPY)),install)

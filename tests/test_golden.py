@@ -42,7 +42,7 @@ def test_golden_set_covers_both_weights_both_entropy_models_and_alpha():
                                                      "weights/5e93618b9ecfe707.safetensors",
                                                      "weights/2241fcccc73567f1.safetensors",
                                                      "weights/89cbeca6f8a5434f.safetensors",
-                                                     "weights/ms-ssim.safetensors"}
+                                                     "weights/ms-ssim.safetensors", "weights/hifi.safetensors"}
     assert any(r["alpha_sha256"] for r in RECORD.values())
     # both layouts: uniform stages (format 1) and a stage map (format 2)
     assert {vqz.read_header((GOLDEN / name).read_bytes()).version for name in RECORD} == {1, 2}

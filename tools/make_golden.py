@@ -39,6 +39,7 @@ V2 = "weights/2241fcccc73567f1.safetensors"
 V3 = "weights/89cbeca6f8a5434f.safetensors"
 DEFAULT = "weights/default.safetensors"  # model 30f7454c79c94f5e
 MS_SSIM = "weights/ms-ssim.safetensors"  # model 19e2603ef9043287, shipped beside the default
+HIFI = "weights/hifi.safetensors"  # model 6e9bf54d56613ce1, the widened default (24 stages), shipped beside it
 # name: (weights, height, width, seed, entropy, alpha, grey[, quality: a stage map (format 2); else all stages])
 CASES = {
     "tiny_static.vqz": (TINY, 32, 48, 1, "static", False, False),
@@ -50,6 +51,7 @@ CASES = {
     "shipped3_stagemap.vqz": (V3, 64, 96, 8, "spatial", False, False, 50),
     "default_stagemap_alpha.vqz": (DEFAULT, 72, 104, 9, "spatial", True, False, 45),
     "ms-ssim_stagemap.vqz": (MS_SSIM, 64, 88, 10, "spatial", False, False, 45),
+    "hifi_stagemap.vqz": (HIFI, 72, 96, 11, "spatial", False, False, 80),
 }
 
 

@@ -51,7 +51,8 @@ def _root(
     """Learned image compression with a VQ-VAE: train, compress, decompress, inspect."""
 
 
-WEIGHTS_HELP = "Weights file, or a shipped model's name: default, ms-ssim (tuned for MS-SSIM) or a model id."
+WEIGHTS_HELP = ("Weights file, or a shipped model's name: default, hifi (24 stages: higher top quality), "
+                "ms-ssim (tuned for MS-SSIM) or a model id.")
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 
 
