@@ -263,6 +263,8 @@ def info(
 stats_app = typer.Typer(help="Codebook statistics of the weights, a folder of images or one .vqz file.",
                         no_args_is_help=True)
 app.add_typer(stats_app, name="stats")
+
+
 def _print_json(data) -> None:
     import json
 

@@ -192,24 +192,6 @@ def read(data: bytes, name: str = "<input>", upto: int | None = None) -> Contain
     cut after the first `upto` complete stage chunks (the stages a reader asks for) only ends the
     file there (cut_inside names the chunk it falls in)."""
     h = read_header(data, name)
-    try:
-        return _read_chunks(data, name, h)
-    except _Cut as cut:
-        if upto is None or len(cut.stages) < upto:
-            raise VQError(str(cut)) from None
-        return Container(h, cut.stages[:upto], cut.alpha, cut.sizes, truncated=True, stage_map=cut.stage_map,
-                         cut_inside=cut.label)
-
-
-class _Cut(VQError):
-    """The file ends inside a chunk; what was read before it."""
-
-    def __init__(self, message: str, label: str, stages: list[bytes], alpha, stage_map, sizes) -> None:
-        super().__init__(message)
-        self.label, self.stages, self.alpha, self.stage_map, self.sizes = label, stages, alpha, stage_map, sizes
-
-
-def _read_chunks(data: bytes, name: str, h: Header) -> Container:
     pos = HEADER_SIZE
     alpha = stage_map = None
     stages: list[bytes] = []
@@ -221,9 +203,11 @@ def _read_chunks(data: bytes, name: str, h: Header) -> Container:
         label = f"{labels[kind]} chunk" if kind in labels else f"stage {index + 1} chunk"
         if pos == len(data) and kind == "S" and index > 0:
             return Container(h, stages, alpha, sizes, truncated=True, stage_map=stage_map)
+        cut_here = upto is not None and len(stages) >= upto  # a cut from here on ends the file after them
         if pos + CHUNK_HEAD_SIZE > len(data):
-            raise _Cut(f"{name}: truncated at byte {len(data)} (inside the {label} header at byte {pos})", label,
-                       stages, alpha, stage_map, sizes)
+            if cut_here:
+                return Container(h, stages, alpha, sizes, truncated=True, stage_map=stage_map, cut_inside=label)
+            raise VQError(f"{name}: truncated at byte {len(data)} (inside the {label} header at byte {pos})")
         ckind, cindex, length, crc = _CHUNK.unpack_from(data, pos)
         if ckind != kind.encode() or cindex != index:
             raise VQError(f"{name}: corrupt file (expected the {label} at byte {pos}, found "
@@ -233,8 +217,9 @@ def _read_chunks(data: bytes, name: str, h: Header) -> Container:
             raise VQError(f"{name}: corrupt file ({label} claims {length} bytes, at most {limit} possible)")
         start = pos + CHUNK_HEAD_SIZE
         if start + length > len(data):
-            raise _Cut(f"{name}: truncated at byte {len(data)} (the {label} needs {start + length})", label,
-                       stages, alpha, stage_map, sizes)
+            if cut_here:
+                return Container(h, stages, alpha, sizes, truncated=True, stage_map=stage_map, cut_inside=label)
+            raise VQError(f"{name}: truncated at byte {len(data)} (the {label} needs {start + length})")
         payload = data[start:start + length]
         if zlib.crc32(payload, zlib.crc32(data[pos:pos + 6])) != crc:
             raise VQError(f"{name}: CRC mismatch in the {label}")

@@ -147,7 +147,6 @@ def _to_srgb(im, icc: bytes):
         return im, f"colour profile unreadable ({(str(e).splitlines() or ['?'])[0]}): taken as sRGB"
     if alpha is not None:
         out.putalpha(alpha)
-    out.info = {k: v for k, v in im.info.items() if k != "icc_profile"}
     return out, f"colours converted from {desc} to sRGB"
 
 
