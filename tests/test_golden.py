@@ -44,8 +44,8 @@ def test_golden_set_covers_both_weights_both_entropy_models_and_alpha():
                                                      "weights/89cbeca6f8a5434f.safetensors",
                                                      "weights/ms-ssim.safetensors", "weights/hifi.safetensors"}
     assert any(r["alpha_sha256"] for r in RECORD.values())
-    # both layouts: uniform stages (format 1) and a stage map (format 2)
-    assert {vqz.read_header((GOLDEN / name).read_bytes()).version for name in RECORD} == {1, 2}
+    # every layout: uniform stages (format 1), a stage map (2), flat cells and padded stages (3)
+    assert {vqz.read_header((GOLDEN / name).read_bytes()).version for name in RECORD} == {1, 2, 3}
 
 
 @pytest.mark.parametrize("name", sorted(RECORD))
@@ -64,4 +64,4 @@ def test_golden_file_decodes_exactly(weights, name, threads):
     # The encoder side: the same indices give the same bytes.
     alpha = dec.alpha
     assert pack(w, torch.from_numpy(dec.indices), dec.header.width, dec.header.height, alpha, dec.header.mode,
-                rec["entropy"]) == data
+                rec["entropy"], flat=dec.flat) == data

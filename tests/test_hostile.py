@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from vqcli import format as vqz
 from vqcli.cli import app
-from vqcli.codec import compress, decompress, encode_indices, entropy_model
+from vqcli.codec import compress, decompress, entropy_model, pack
 from vqcli.errors import VQError, one_line
 from vqcli.images import LoadedImage, decode_image
 from vqcli.limits import MAX_PIXELS
@@ -127,29 +127,33 @@ def test_stage_streams_must_be_consumed_exactly(tiny):
 
 
 @pytest.mark.parametrize("entropy", ["static", "context", "spatial"])
-def test_uniform_images_still_round_trip_within_the_bound(tiny, tiny_weights, entropy):
-    """Stages of all code 0 would code to nothing (ANS's empty start): the encoder changes their
-    last indices so that every file it writes passes the readers' bound."""
+def test_runs_of_code_0_are_padded_to_the_bound_never_changed(tiny, tiny_weights, entropy):
+    """Stages of all code 0 code to nothing (ANS's empty start state), below the readers' bound:
+    the writer pads such payloads (format 3's padded chunk) and keeps every index."""
     # The committed tiny weights predate the spatial counts; conftest's freshly trained ones carry them.
     tiny = load_weights(tiny_weights) if entropy == "spatial" else tiny
     em = entropy_model(tiny, entropy)
-    for value in range(0, 256, 15):
-        img = np.full((40, 56, 3), value, dtype=np.uint8)
-        res = compress(tiny, LoadedImage(img, None, "RGB"), stages=3, entropy=entropy, effort=0)
-        dec = decompress(tiny, res.data)
-        for s, p in enumerate(vqz.read(res.data).stage_chunks):
-            assert 8 * len(p) >= em.min_payload_bits(s, 35)
-        raw = encode_indices(tiny, img).numpy()[:3].reshape(3, -1)
-        moved = np.nonzero((dec.indices.reshape(3, -1) != raw).any(0))[0]
-        assert moved.size == 0 or moved.min() >= 35 - 8  # at most the last few positions
-    zeros = np.zeros((3, 30, 40), dtype=np.int64)
-    payloads = em.encode_stages(zeros)
-    assert zeros[:, :29].max() == 0  # only the tail moved, where the bound needs it
-    assert [zeros[s].max() > 0 for s in range(3)] == [em.min_payload_bits(s, 1200) > 0 for s in range(3)]
-    assert any(em.min_payload_bits(s, 1200) > 0 for s in range(3))
-    for s, p in enumerate(payloads):
-        assert 8 * len(p) >= em.min_payload_bits(s, 1200)
-        assert np.array_equal(em.decode_stage(s, p, (30, 40), zeros[s - 1] if s else None), zeros[s])
+    f = tiny.config.downsample
+    zeros = torch.zeros((3, 30, 40), dtype=torch.int64)
+    assert any(em.min_payload_bits(s, 1200) > 0 for s in range(3))  # the bound bites here
+    data = pack(tiny, zeros, 40 * f, 30 * f, entropy=entropy)
+    c = vqz.read(data)
+    assert c.header.version == 3 and any(len(p) < n for p, n in zip(c.stage_chunks, c.stage_sizes))
+    for s in range(3):
+        assert 8 * c.stage_sizes[s] >= em.min_payload_bits(s, 1200)
+    dec = decompress(tiny, data)
+    assert np.array_equal(dec.indices, zeros.numpy()) and dec.flat.count == 0
+    assert pack(tiny, torch.from_numpy(dec.indices), 40 * f, 30 * f, entropy=entropy) == data
+    # The padding is zeros: anything else there is a corrupt file, not a second stream.
+    k = next(s for s in range(3) if len(c.stage_chunks[s]) < c.stage_sizes[s])
+    at = vqz.HEADER_SIZE + sum(n for _, n in c.chunk_sizes[:2 + k])  # after the flat cells and the stage map
+    n = c.stage_sizes[k]
+    assert data[at:at + 2] == bytes([ord("P"), k])
+    bad = bytearray(data)
+    bad[at + 10 + n - 5] = 1  # the last byte of padding
+    bad[at + 6:at + 10] = struct.pack("<I", zlib.crc32(bytes(bad[at + 10:at + 10 + n]), zlib.crc32(data[at:at + 6])))
+    with pytest.raises(VQError, match=rf"^z.vqz: corrupt stage {k + 1} chunk \(bad padding\)"):
+        decompress(tiny, bytes(bad), name="z.vqz")
 
 
 # -- images: one line, no warnings, size before decoding ---------------------------------------

@@ -142,7 +142,7 @@ def test_out_of_memory_falls_back_to_smaller_tiles(tiny_weights, monkeypatch) ->
     idx = codec.encode_indices(w, img, tile=UNTILED)
     ref = codec.decode_indices(w, idx, 160, 128, tile=UNTILED)
     # the 16x20 grid: tiles of 64 and 32 (one 320-cell tile) fail, 16 (16x13 with halo) fits
-    seen = _oom_above(monkeypatch, w.model, "decode", 220)
+    seen = _oom_above(monkeypatch, w.model, "decode_latent", 220)
     out = codec.decode_indices(w, idx, 160, 128, tile=64)
     assert seen[:2] == [320, 320] and max(seen[2:]) <= 220
     assert np.abs(out.astype(int) - ref).max() <= 1
@@ -166,7 +166,7 @@ def test_only_the_tile_cores_are_quantized(tiny_weights, monkeypatch) -> None:
 def test_out_of_memory_at_the_smallest_tile_is_one_error(tiny_weights, monkeypatch) -> None:
     w = load_weights(tiny_weights)
     idx = codec.encode_indices(w, edge_image(64, 64), tile=UNTILED)
-    _oom_above(monkeypatch, w.model, "decode", 0)
+    _oom_above(monkeypatch, w.model, "decode_latent", 0)
     with pytest.raises(VQError, match="out of memory"):
         codec.decode_indices(w, idx, 64, 64, tile=64)
 

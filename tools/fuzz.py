@@ -77,8 +77,11 @@ def smooth_image(h: int, w: int, seed: int) -> np.ndarray:
 
 
 def vqz_seeds(weights) -> list[bytes]:
-    """Valid files: every colour mode, both entropy models, assorted sizes, stage counts and stage maps."""
-    from vqcli.codec import compress
+    """Valid files: every colour mode, both entropy models, assorted sizes, stage counts, stage maps,
+    flat cells and padded stages."""
+    import torch
+
+    from vqcli.codec import compress, pack
     from vqcli.images import LoadedImage
 
     out = []
@@ -95,6 +98,13 @@ def vqz_seeds(weights) -> list[bytes]:
                 # and a stage map (format 2), at a quality that varies with the case
                 out.append(compress(weights, LoadedImage(rgb, alpha, mode), quality=(17 * len(out)) % 101,
                                     entropy=entropy).data)
+    # format 3: flat regions (flat cells, some holding no index) and padded stages (runs of code 0)
+    for i, (h, w) in enumerate([(1, 1), (8, 8), (40, 64), (33, 57)]):
+        rgb = smooth_image(h, w, 10 + i)
+        rgb[:, :max(1, w // 2)] = (200, 100, 50)
+        out.append(compress(weights, LoadedImage(rgb, None, "RGB"), quality=(29 * i) % 101).data)
+    f, stages = weights.config.downsample, weights.config.stages
+    out.append(pack(weights, torch.zeros((stages, 30, 40), dtype=torch.int64), 40 * f, 30 * f, entropy="static"))
     return out
 
 
@@ -201,8 +211,8 @@ def m_chunks(data: bytes, rng: random.Random, pool: list[bytes]) -> bytes:
         j = rng.randrange(len(chunks))
         chunks[i], chunks[j] = chunks[j], chunks[i]
     elif op == "retype":
-        c.kind, c.index = rng.choice([(ord("A"), 0), (ord("M"), 0), (ord("S"), rng.randrange(4)),
-                                      (rng.randrange(256), 0)])
+        c.kind, c.index = rng.choice([(ord("A"), 0), (ord("F"), 0), (ord("M"), 0), (ord("S"), rng.randrange(4)),
+                                      (ord("P"), rng.randrange(4)), (rng.randrange(256), 0)])
     elif op == "length":
         c.length = max(0, rng.choice([0, c.length + 1, c.length - 1, c.length + 4, 0xFFFFFFFF, 2 ** 31]))
         return join(head, chunks, tail, rng.random() < 0.7)[:len(data) + 64]

@@ -52,7 +52,13 @@ CASES = {
     "default_stagemap_alpha.vqz": (DEFAULT, 72, 104, 9, "spatial", True, False, 45),
     "ms-ssim_stagemap.vqz": (MS_SSIM, 64, 88, 10, "spatial", False, False, 45),
     "hifi_stagemap.vqz": (HIFI, 72, 96, 11, "spatial", False, False, 80),
+    # format 3: images with flat regions painted on (flat cells), at a quality and at uniform stages
+    "default_flat_alpha.vqz": (DEFAULT, 72, 104, 12, "spatial", True, False, 45),
+    "hifi_flat.vqz": (HIFI, 64, 80, 13, "spatial", False, False, 70),
+    "tiny_flat_stages.vqz": (TINY, 40, 56, 14, "context", False, False),
 }
+FLAT = {name for name in CASES if "_flat" in name}
+PADDED = "tiny_padded.vqz"  # format 3's padded stage chunks: all-zero indices, packed (tiny, static)
 
 
 def train_tiny(out: Path) -> None:
@@ -74,10 +80,13 @@ def sha(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
-def image(h: int, w: int, seed: int, alpha: bool, grey: bool):
+def image(h: int, w: int, seed: int, alpha: bool, grey: bool, flat: bool = False):
     from vqcli.images import LoadedImage
 
     rgb = make_image(h, w, seed)
+    if flat:
+        rgb[:, :w // 2] = (250, 250, 250)
+        rgb[h // 2:, w * 3 // 4:] = (10, 60, 200)
     mode = "RGB"
     if grey:
         rgb = np.repeat(rgb.mean(2).astype(np.uint8)[:, :, None], 3, axis=2)
@@ -90,8 +99,21 @@ def image(h: int, w: int, seed: int, alpha: bool, grey: bool):
     return LoadedImage(rgb, a, mode)
 
 
+def write(name: str, path: str, wt, data: bytes, entropy: str) -> dict:
+    """Write a golden file; its record."""
+    from vqcli.codec import decompress
+
+    (GOLDEN / name).write_bytes(data)
+    dec = decompress(wt, data)
+    h = dec.header
+    print(name, len(data), "bytes, format", h.version)
+    return {"weights": path, "model_id": wt.model_id, "size": [h.width, h.height], "mode": h.mode, "entropy": entropy,
+            "stages": dec.stages, "indices_sha256": sha(dec.indices), "pixels_sha256": sha(dec.rgb),
+            "alpha_sha256": None if dec.alpha is None else sha(dec.alpha)}
+
+
 def main() -> None:
-    from vqcli.codec import compress, decompress
+    from vqcli.codec import compress, pack
     from vqcli.weights import load_weights
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -107,13 +129,13 @@ def main() -> None:
             continue
         wt = load_weights(ROOT / path)
         rate = {"quality": quality[0]} if quality else {"stages": wt.config.stages}
-        res = compress(wt, image(h, w, seed, alpha, grey), entropy=entropy, **rate)
-        (GOLDEN / name).write_bytes(res.data)
-        dec = decompress(wt, res.data)
-        record[name] = {"weights": path, "model_id": wt.model_id, "size": [w, h], "mode": res.mode, "entropy": entropy,
-                        "stages": res.stages, "indices_sha256": sha(dec.indices),
-                        "pixels_sha256": sha(dec.rgb), "alpha_sha256": None if dec.alpha is None else sha(dec.alpha)}
-        print(name, len(res.data), "bytes", record[name]["pixels_sha256"][:12])
+        res = compress(wt, image(h, w, seed, alpha, grey, name in FLAT), entropy=entropy, **rate)
+        record[name] = write(name, path, wt, res.data, entropy)
+    if PADDED not in record:
+        wt = load_weights(ROOT / TINY)
+        f = wt.config.downsample
+        data = pack(wt, torch.zeros((wt.config.stages, 30, 40), dtype=torch.int64), 40 * f, 30 * f, entropy="static")
+        record[PADDED] = write(PADDED, TINY, wt, data, "static")
     index.write_text(json.dumps(record, indent=1) + "\n")
 
 

@@ -4,7 +4,8 @@ vqcli.format frames them.
 Colour: the model codes RGB. Grey inputs are coded as RGB and written back as grey (mode L);
 an alpha channel (RGBA, LA, palette transparency) is kept losslessly in a zlib chunk, since a
 learned RGB model has no business approximating a mask. 16-bit inputs are reduced to 8 bits
-and EXIF orientation is applied on reading (vqcli.images).
+and EXIF orientation is applied on reading (vqcli.images). Flat cells (vqcli.flatcells: latent
+cells of one colour) are painted exactly, and inside a flat region they hold no indices.
 
 Rate: by default every block of latent cells keeps its own prefix of the S stages, chosen for
 rate and distortion at a quality (vqcli.stagemap; a format-2 file); --bpp and --psnr search the
@@ -23,10 +24,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import flatcells, metrics, stagemap, tiling
 from . import format as vqz
-from . import metrics, stagemap, tiling
 from .entropy import EntropyModel, build_model
 from .errors import UsageError, VQError
+from .flatcells import FlatCells
 from .images import LoadedImage
 from .limits import MAX_PIXELS, check_size
 from .rate import DEFAULT_EFFORT, EFFORTS, check_effort, check_rate
@@ -59,14 +61,27 @@ def encode_indices(weights: Weights, rgb: np.ndarray, tile: int | None = None, e
 
 
 def decode_indices(weights: Weights, indices: torch.Tensor, width: int, height: int,
-                   tile: int | None = None) -> np.ndarray:
-    """int64 [s, h, w] (any prefix of the stages) -> uint8 [height, width, 3], padding cropped.
+                   tile: int | None = None, flat: FlatCells | None = None) -> np.ndarray:
+    """int64 [s, h, w] (any prefix of the stages) -> uint8 [height, width, 3], padding cropped;
+    flat cells (vqcli.flatcells) painted their colour, the decoder seeing at the uncoded ones the
+    latent of a field of their colour.
 
     Tiled (vqcli.tiling): within one level of whole-image decoding."""
     f = weights.model.factor
     if indices.ndim != 3 or indices.shape[1] * f < height or indices.shape[2] * f < width:
         raise ValueError(f"indices {tuple(indices.shape)} do not cover {width}x{height}")
-    return tiling.decode(weights.model, torch.as_tensor(indices), width, height, tile)
+    fill = None
+    if flat is not None and flat.count:
+        if flat.mask.all():  # nothing for the network to do
+            rgb = np.empty((height, width, 3), dtype=np.uint8)
+            flat.paint(rgb, f)
+            return rgb
+        colours, ids = flat.palette()
+        fill = torch.from_numpy(ids), weights.model.flat_latent(torch.from_numpy(colours))
+    rgb = tiling.decode(weights.model, torch.as_tensor(indices), width, height, tile, fill=fill)
+    if fill is not None:
+        flat.paint(rgb, f)
+    return rgb
 
 
 # -- indices <-> bytes --------------------------------------------------------------------------
@@ -76,51 +91,82 @@ def _header(weights: Weights, width: int, height: int, stages: int, mode: str, e
                       cfg.codebook_size, em.kind)
 
 
-def stage_payloads(em: EntropyModel, indices: np.ndarray, ideal: list[float] | None = None) -> list[bytes]:
-    """Coded chunk payload of every stage in indices [s, h, w] (each depends only on earlier stages);
-    `ideal` receives each stage's ideal size in bits.
+@dataclass
+class Coded:
+    """One file: its bytes, the indices it codes [n, h, w] (-1: absent), per-stage payloads and
+    ideal bits, the stage map's payload."""
 
-    indices (C-contiguous int64) may change in place at the bottom-right positions of a nearly
-    uniform stage, so that every payload meets the readers' size bound (EntropyModel.encode_stages)."""
-    return em.encode_stages(indices, ideal)
+    data: bytes
+    indices: np.ndarray
+    payloads: list[bytes]
+    ideal: list[float]
+    stage_map: bytes | None
+    flat: bytes | None  # the flat-cell chunk's payload (format 3)
 
 
-def frame(weights: Weights, payloads: list[bytes], width: int, height: int, em: EntropyModel, mode: str = "RGB",
-          alpha_payload: bytes | None = None, stage_map: bytes | None = None) -> bytes:
-    """A complete .vqz file from the coded payloads of a prefix of the stages (see stage_payloads)."""
-    return vqz.write(_header(weights, width, height, len(payloads), mode, em), payloads, alpha_payload, stage_map)
+def _stage_counts(idx: np.ndarray, flat: np.ndarray | None, block: int) -> np.ndarray | None:
+    """Per-block stage counts [hb, wb] that indices [s, h, w] (-1: absent) code around the
+    uncoded flat cells (bool [h, w] or None), or None for a plain grid of tokens (all stages
+    everywhere)."""
+    per_position = (idx >= 0).sum(0)
+    if flat is None and per_position.min() == idx.shape[0]:
+        return None
+    counts = np.maximum(stagemap.block_max(per_position, block), 1)  # a block of uncoded cells keeps 1
+    kept = stagemap.expand(counts, per_position.shape, block) * (1 if flat is None else ~flat)
+    if not np.array_equal(stagemap.apply(idx, kept), idx):
+        raise ValueError(f"absent indices do not form a stage map of {block}x{block} blocks around the "
+                         f"uncoded flat cells")
+    return counts
+
+
+def encode_file(weights: Weights, em: EntropyModel, indices: np.ndarray, width: int, height: int,
+                mode: str = "RGB", alpha: bytes | None = None, flat: FlatCells | None = None,
+                block: int = stagemap.BLOCK) -> Coded:
+    """A complete .vqz file from indices [s, h, w] (-1 where a stage map drops a stage, and at
+    every stage of an uncoded flat cell) and the zlib alpha payload: format 1 for a plain grid of
+    tokens, 2 with a stage map, 3 with flat cells or a stage padded to the readers' bound."""
+    flat = flat if flat is not None and flat.count else None
+    counts = _stage_counts(indices, None if flat is None else flat.uncoded, block)
+    if counts is not None:
+        indices = indices[:int(counts.max())]
+    ideal: list[float] = []
+    payloads = em.encode_stages(indices, ideal)
+    need = [em.min_payload_bytes(s, int((indices[s] >= 0).sum())) for s in range(len(payloads))]
+    padded = any(len(p) < n for p, n in zip(payloads, need))
+    if padded and counts is None:
+        counts = np.full(stagemap.block_max(indices[0], block).shape, indices.shape[0])
+    stage_map = None if counts is None else stagemap.encode(counts, block)
+    flat_payload = None if flat is None and not padded else \
+        flatcells.encode(flat if flat is not None else flatcells.none(indices.shape[1:]))
+    data = vqz.write(_header(weights, width, height, len(payloads), mode, em), payloads, alpha, stage_map,
+                     flat_payload, need)
+    return Coded(data, indices, payloads, ideal, stage_map, flat_payload)
 
 
 def pack(weights: Weights, indices: torch.Tensor, width: int, height: int, alpha: np.ndarray | None = None,
-         mode: str | None = None, entropy: str = "auto", block: int = stagemap.BLOCK) -> bytes:
+         mode: str | None = None, entropy: str = "auto", block: int = stagemap.BLOCK,
+         flat: FlatCells | None = None) -> bytes:
     """Indices [s, h, w] (any prefix s <= S) -> a complete .vqz file.
 
     Indices with -1 (absent: what decompress returns for a file with a stage map) are coded with
-    the stage map they imply, in blocks of `block` latent cells. mode: the colour mode to record
+    the stage map they imply, in blocks of `block` latent cells; with flat cells (what decompress
+    returns as DecodedImage.flat), the uncoded ones hold -1 at every stage. mode: the colour mode to record
     (default RGB, or RGBA with alpha); entropy: "auto" (the strongest model the weights carry),
     "static", "context" or "spatial".
     """
-    idx = torch.as_tensor(indices).cpu().numpy().astype(np.int64)  # a copy: stage_payloads may adjust it
+    idx = torch.as_tensor(indices).cpu().numpy().astype(np.int64)
     em = entropy_model(weights, entropy)
     mode = mode or ("RGBA" if alpha is not None else "RGB")
-    _check_grid(_header(weights, width, height, idx.shape[0], mode, em), idx, weights)
-    counts = None
-    if idx.min() < 0:
-        per_position = (idx >= 0).sum(0)
-        counts = per_position[::block, ::block]
-        if not np.array_equal(stagemap.apply(idx, stagemap.expand(counts, per_position.shape, block)), idx):
-            raise ValueError(f"absent indices do not form a stage map of {block}x{block} blocks")
-    return frame(weights, stage_payloads(em, idx), width, height, em, mode,
-                 vqz.pack_alpha(alpha) if alpha is not None else None,
-                 None if counts is None else stagemap.encode(counts, block))
-
-
-def _check_grid(header: vqz.Header, idx: np.ndarray, weights: Weights) -> None:
+    header = _header(weights, width, height, idx.shape[0], mode, em)
     if idx.ndim != 3 or tuple(idx.shape[1:]) != header.grid or not 1 <= idx.shape[0] <= weights.config.stages:
         raise ValueError(f"indices {idx.shape} do not match a {header.grid} grid "
                          f"with 1..{weights.config.stages} stages")
-    if idx.min(initial=0) < -1 or idx.max(initial=0) >= weights.config.codebook_size or idx[0].min() < 0:
-        raise ValueError("indices out of the codebook range (or -1, absent, in stage 1)")
+    coded_cells = idx[0] >= 0 if flat is None else ~flat.uncoded
+    if idx.min(initial=0) < -1 or idx.max(initial=0) >= weights.config.codebook_size or \
+            not np.array_equal(idx[0] >= 0, coded_cells):
+        raise ValueError("indices out of the codebook range (or -1, absent, in stage 1 outside the uncoded flat cells)")
+    return encode_file(weights, em, idx, width, height, mode, vqz.pack_alpha(alpha) if alpha is not None else None,
+                       flat, block).data
 
 
 # -- compress -----------------------------------------------------------------------------------
@@ -157,6 +203,8 @@ class CompressResult:
     quality: float | None = None  # None: uniform stages (--stages)
     stage_map_bytes: int | None = None
     effort: int = DEFAULT_EFFORT
+    flat_cells: int = 0  # latent cells coded as one colour (vqcli.flatcells)
+    flat_cell_bytes: int | None = None  # their chunk's payload (format 3)
 
     @property
     def bpp(self) -> float:
@@ -167,7 +215,8 @@ class CompressResult:
             "bytes": len(self.data), "width": self.width, "height": self.height, "mode": self.mode,
             "bpp": self.bpp, "stages": self.stages, "model_stages": self.model_stages,
             "entropy_model": self.entropy_model, "rate": self.rate, "quality": self.quality, "note": self.note,
-            "stage_map_bytes": self.stage_map_bytes, "effort": self.effort,
+            "stage_map_bytes": self.stage_map_bytes, "effort": self.effort, "flat_cells": self.flat_cells,
+            "flat_cell_bytes": self.flat_cell_bytes,
             "stage_stats": [{**s.__dict__, "bits": s.bits} for s in self.stage_coding],
             **({"psnr_by_quality": self.psnr_by_quality} if self.psnr_by_quality else {}),
         }
@@ -180,48 +229,36 @@ def colour_mode(image: LoadedImage) -> str:
     return "L" if grey else "RGB"
 
 
-@dataclass
-class _Coded:
-    """One candidate file: its bytes, the indices it codes (-1: absent), per-stage payloads and
-    ideal bits, the stage map's payload."""
-
-    data: bytes
-    indices: np.ndarray
-    payloads: list[bytes]
-    ideal: list[float]
-    stage_map: bytes | None
-
-
 class Encoder:
     """The indices of one image, coded at any rate: uniform prefixes or stage maps, with codes
-    searched at the given effort (EFFORTS)."""
+    searched at the given effort (EFFORTS). Uncoded flat cells (vqcli.flatcells) hold no indices at any rate."""
 
     def __init__(self, weights: Weights, em: EntropyModel, image: LoadedImage, mode: str,
                  effort: int | None = None) -> None:
         self.weights, self.em, self.mode, self.effort = weights, em, mode, check_effort(effort)
         self.height, self.width = image.rgb.shape[:2]
-        enc = tiling.encode(weights.model, image.rgb, errors=True, latent=self.effort > 0)
-        self.idx, self.err, self.latent = np.ascontiguousarray(enc.indices.numpy()), enc.errors.numpy(), enc.latent
+        self.flat = flatcells.find(image.rgb, weights.model.factor)
+        if self.flat.mask.all():  # a flat image: no index to find
+            cfg, grid = weights.config, self.flat.mask.shape
+            self.idx, self.err = np.zeros((cfg.stages, *grid), dtype=np.int64), np.zeros((cfg.stages, *grid))
+            self.latent = torch.zeros((*grid, cfg.latent_dim))
+        else:
+            enc = tiling.encode(weights.model, image.rgb, errors=True, latent=self.effort > 0)
+            self.idx, self.err, self.latent = np.ascontiguousarray(enc.indices.numpy()), enc.errors.numpy(), enc.latent
         self.alpha = vqz.pack_alpha(image.alpha) if image.alpha is not None else None
         self._bits: np.ndarray | None = None  # each greedy index's bits, for the stage map
         self._tables: list[torch.Tensor] | None = None  # the entropy model's bit tables, for the search
 
-    def _frame(self, idx: np.ndarray, stage_map: bytes | None) -> _Coded:
-        ideal: list[float] = []
-        payloads = stage_payloads(self.em, idx, ideal)
-        data = frame(self.weights, payloads, self.width, self.height, self.em, self.mode, self.alpha, stage_map)
-        return _Coded(data, idx, payloads, ideal, stage_map)
-
     def _beam_codes(self, per_position: np.ndarray, price: np.ndarray | None) -> np.ndarray:
-        """Indices [n, h, w] found by beam search to each position's depth (-1 below it); bits
-        priced at `price` [h, w] (squared latent error per bit), or not at all."""
+        """Indices [n, h, w] found by beam search to each position's depth (-1 below it, n at
+        least 1); bits priced at `price` [h, w] (squared latent error per bit), or not at all."""
         beam, _ = EFFORTS[self.effort]
         model = self.weights.model
         device = next(model.parameters()).device
         if price is not None and self._tables is None:
             self._tables = [torch.from_numpy(t).float() for t in self.em.bit_tables()]
         tables = None if price is None else self._tables
-        out = np.full((int(per_position.max()), *per_position.shape), -1, dtype=np.int64)
+        out = np.full((max(1, int(per_position.max())), *per_position.shape), -1, dtype=np.int64)
         flat_out, latent = out.reshape(out.shape[0], -1), self.latent.reshape(-1, self.latent.shape[-1])
         for depth in range(1, out.shape[0] + 1):
             where = np.flatnonzero(per_position.ravel() == depth)
@@ -232,24 +269,31 @@ class Encoder:
                 flat_out[:depth, rows] = found.cpu().numpy().T
         return out
 
-    def uniform(self, n: int) -> _Coded:
+    def _file(self, per_position: np.ndarray, price: np.ndarray | None) -> Coded:
+        """The file keeping per_position [h, w] stages at each cell (none at an uncoded flat cell)."""
+        per_position = per_position * ~self.flat.uncoded
         if self.effort == 0:
-            return self._frame(self.idx[:n].copy(), None)
-        return self._frame(self._beam_codes(np.full(self.idx.shape[1:], n), None), None)
+            idx = stagemap.apply(self.idx[:max(1, int(per_position.max()))], per_position)
+        else:
+            idx = self._beam_codes(per_position, price)
+        return encode_file(self.weights, self.em, idx, self.width, self.height, self.mode, self.alpha, self.flat)
 
-    def adaptive(self, quality: float) -> _Coded:
+    def uniform(self, n: int) -> Coded:
+        return self._file(np.full(self.idx.shape[1:], n), None)
+
+    def adaptive(self, quality: float) -> Coded:
         if self._bits is None:
             self._bits = self.em.symbol_bits(self.idx)
         lam = stagemap.lam(quality)
-        counts = stagemap.choose(self.err, self._bits, lam)
-        per_position = stagemap.expand(counts, self.idx.shape[1:])
-        if self.effort == 0:
-            idx = stagemap.apply(self.idx[:int(counts.max())], per_position)
-        else:
-            idx = self._beam_codes(per_position, EFFORTS[self.effort][1] * stagemap.price(self.err, lam))
-        return self._frame(idx, stagemap.encode(counts))
+        counts = stagemap.choose(self.err, self._bits, lam, skip=self.flat.uncoded)
+        price = None if self.effort == 0 else EFFORTS[self.effort][1] * stagemap.price(self.err, lam, skip=self.flat.uncoded)
+        return self._file(stagemap.expand(counts, self.idx.shape[1:]), price)
 
-    def bpp(self, c: _Coded) -> float:
+    def decode(self, c: Coded) -> np.ndarray:
+        """The pixels a reader gets from a file of this image."""
+        return decode_indices(self.weights, torch.from_numpy(c.indices), self.width, self.height, flat=self.flat)
+
+    def bpp(self, c: Coded) -> float:
         return 8 * len(c.data) / (self.width * self.height)
 
 
@@ -293,7 +337,7 @@ def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bp
         coded, rate = enc.uniform(stages), f"--stages {stages}"
     elif bpp is not None:
         rate = f"--bpp {bpp:g}"
-        tried: dict[int, _Coded] = {}
+        tried: dict[int, Coded] = {}
 
         def fits(q: int) -> bool:
             tried[q] = enc.adaptive(q)
@@ -311,8 +355,7 @@ def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bp
 
         def short(q: int) -> bool:  # below the target: the answer is the next quality up
             tried[q] = enc.adaptive(q)
-            by_quality[q] = metrics.psnr(image.rgb, decode_indices(weights, torch.from_numpy(tried[q].indices),
-                                                                   width, height))
+            by_quality[q] = metrics.psnr(image.rgb, enc.decode(tried[q]))
             return by_quality[q] < psnr
 
         below = _search(short)
@@ -330,13 +373,15 @@ def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bp
     stats = []
     for s in range(n):
         kept = coded.indices[s][coded.indices[s] >= 0]
-        stats.append(StageCoding(s + 1, len(coded.payloads[s]), 8 * len(coded.payloads[s]) / kept.size,
-                                 metrics.entropy_bits(np.bincount(kept)), coded.ideal[s] / kept.size,
+        per = max(kept.size, 1)  # a flat image codes no index
+        stats.append(StageCoding(s + 1, len(coded.payloads[s]), 8 * len(coded.payloads[s]) / per,
+                                 metrics.entropy_bits(np.bincount(kept)), coded.ideal[s] / per,
                                  int(np.unique(kept).size), kept.size / coded.indices[s].size))
     return CompressResult(coded.data, width, height, mode, n, total, em.kind, stats, rate, note,
                           {q: by_quality[q] for q in sorted(by_quality)},
                           None if stages is not None else float(quality),
-                          len(coded.stage_map) if coded.stage_map is not None else None, effort)
+                          len(coded.stage_map) if coded.stage_map is not None else None, effort,
+                          enc.flat.count, len(coded.flat) if coded.flat is not None else None)
 
 
 # -- decompress ---------------------------------------------------------------------------------
@@ -346,9 +391,10 @@ class DecodedImage:
     alpha: np.ndarray | None  # uint8 [H, W]
     header: vqz.Header
     stages: int  # stages decoded
-    indices: np.ndarray  # int64 [stages, h, w], -1 where a stage map drops a stage
+    indices: np.ndarray  # int64 [stages, h, w], -1 where a stage map drops a stage and at uncoded flat cells
     truncated: bool = False  # the file held fewer stages than its header announced
     cut_inside: str | None = None  # the chunk a cut falls in, after the stages asked for
+    flat: FlatCells | None = None  # cells coded as one colour (format 3)
 
     def to_pil(self):
         """A Pillow image in the file's colour mode (grey written as L, alpha attached)."""
@@ -363,12 +409,12 @@ class DecodedImage:
 
 
 def unpack(weights: Weights, data: bytes, stages: int | None = None, name: str = "<input>",
-           max_pixels: int | None = MAX_PIXELS) -> tuple[vqz.Container, np.ndarray]:
-    """Parse and entropy-decode a file -> (container, int64 indices [n, h, w]).
+           max_pixels: int | None = MAX_PIXELS) -> tuple[vqz.Container, np.ndarray, FlatCells | None]:
+    """Parse and entropy-decode a file -> (container, int64 indices [n, h, w], its flat cells).
 
     Work is bounded by the file: the pixel count by max_pixels (None: no limit), every stage
-    payload by the fewest bytes its grid can code to, checked before anything is allocated,
-    and every payload must be consumed exactly."""
+    payload by the fewest bytes its indices can code to, checked before anything of the grid's
+    size is allocated, and every payload must be consumed exactly."""
     c = vqz.read(data, name, upto=stages)
     h = c.header
     check_size(h.width, h.height, name, max_pixels)
@@ -388,19 +434,21 @@ def unpack(weights: Weights, data: bytes, stages: int | None = None, name: str =
     except VQError as e:
         raise VQError(f"{name}: {e}") from None
     grid = h.grid
-    em.check_payload(0, len(c.stage_chunks[0]), grid[0] * grid[1], name)  # stage 1 covers every position
-    active: list[np.ndarray | None] = [None] * n
+    flat = flatcells.decode(c.flat, grid, name) if c.flat is not None else None
+    coded = None if flat is None else ~flat.uncoded  # what stage 1 covers
+    em.check_payload(0, c.stage_sizes[0], grid[0] * grid[1] if coded is None else int(coded.sum()), name)
+    active: list[np.ndarray | None] = [coded] + [None] * (n - 1)
     if c.stage_map is not None:
         counts, block = stagemap.decode(c.stage_map, grid, h.stages, name)
-        per_position = stagemap.expand(counts, grid, block)
-        active = [None] + [per_position > s for s in range(1, n)]
+        per_position = stagemap.expand(counts, grid, block) * (1 if coded is None else coded)
+        active = [coded] + [per_position > s for s in range(1, n)]
     for s in range(1, n):
-        em.check_payload(s, len(c.stage_chunks[s]), grid[0] * grid[1] if active[s] is None else
+        em.check_payload(s, c.stage_sizes[s], grid[0] * grid[1] if active[s] is None else
                          int(active[s].sum()), name)
     out = np.empty((n, *grid), dtype=np.int64)
     for s in range(n):
         out[s] = em.decode_stage(s, c.stage_chunks[s], grid, out[s - 1] if s else None, name, active[s])
-    return c, out
+    return c, out, flat
 
 
 def decompress(weights: Weights, data: bytes, stages: int | None = None, name: str = "<input>",
@@ -408,8 +456,8 @@ def decompress(weights: Weights, data: bytes, stages: int | None = None, name: s
     """Decode a .vqz file (at most its first `stages` stages; default all it holds), refusing
     images of more than max_pixels pixels (None: no limit). A file cut inside a chunk still
     decodes when the stages asked for end before the cut."""
-    c, idx = unpack(weights, data, stages, name, max_pixels)
+    c, idx, flat = unpack(weights, data, stages, name, max_pixels)
     h = c.header
     alpha = vqz.unpack_alpha(c.alpha, h, name) if c.alpha is not None else None
-    rgb = decode_indices(weights, torch.from_numpy(idx), h.width, h.height)
-    return DecodedImage(rgb, alpha, h, idx.shape[0], idx, c.truncated, c.cut_inside)
+    rgb = decode_indices(weights, torch.from_numpy(idx), h.width, h.height, flat=flat)
+    return DecodedImage(rgb, alpha, h, idx.shape[0], idx, c.truncated, c.cut_inside, flat)

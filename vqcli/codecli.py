@@ -159,9 +159,13 @@ def compress_table(info: dict[str, Any]):
         t.add_row("rate", f"{info['stages']} of {info['model_stages']} stages everywhere ({info['rate']}), "
                           f"{info['entropy_model']} entropy model")
     else:
+        where = "every block keeps every stage" if info["stage_map_bytes"] is None else \
+            f"stage map {info['stage_map_bytes']:,} bytes"
         t.add_row("rate", f"quality {info['quality']:g} ({info['rate']}): up to {info['stages']} of "
-                          f"{info['model_stages']} stages per block, stage map {info['stage_map_bytes']:,} bytes, "
-                          f"{info['entropy_model']} entropy model")
+                          f"{info['model_stages']} stages per block, {where}, {info['entropy_model']} entropy model")
+    if info["flat_cells"]:
+        t.add_row("flat cells", f"{info['flat_cells']:,} latent cells of one colour, painted exactly "
+                                f"({info['flat_cell_bytes']:,} bytes)")
     t.add_row("effort", f"{info['effort']} ({'greedy codes' if info['effort'] == 0 else 'codes searched'})")
     if info.get("note"):
         t.add_row("note", info["note"])
@@ -365,6 +369,9 @@ def run_info(src: str, as_json: bool) -> int:
             ("entropy model", info["entropy_model"])]
     if info["alpha_bytes"] is not None:
         rows.append(("alpha chunk", f"{info['alpha_bytes']:,} bytes (zlib, lossless)"))
+    if info["flat_cell_bytes"] is not None:
+        rows.append(("flat cells", f"{info['flat_cells']:,} cells, {info['flat_cell_bytes']:,} bytes "
+                                   f"(zlib: cells of one colour, painted exactly)"))
     if info["stage_map_bytes"] is not None:
         rows.append(("stage map", f"{info['stage_map_bytes']:,} bytes (stages kept per block of latent cells)"))
     for k, v in rows:

@@ -56,7 +56,6 @@ its decode-time cost is not worth it (see the issue-11 note)."""
 # ANS bits a stream can hold beyond its words' worth of -log2 p: what the coder's 64-bit state
 # absorbs before it emits a word (see EntropyModel.min_payload_bits).
 STATE_BITS = 64
-MAX_TAIL = 256  # most trailing indices encode_stages changes to meet the bound
 
 
 def table_total(k: int) -> int:
@@ -175,13 +174,20 @@ class EntropyModel:
         """A lower bound on the coded size of n indices of the stage.
 
         Exception, by construction of ANS: code 0 (cumulative frequency 0) coded into the empty
-        start state costs nothing, so a stage whose last indices (first coded) are all 0 is
-        shorter; encoders avoid that (encode_stages), and readers refuse shorter payloads.
+        start state costs nothing, so a stage whose last indices (first coded) are all 0 codes
+        shorter. Readers refuse a payload below the bound (a few bytes could otherwise announce
+        a whole grid of work); a writer pads such a stream to it (vqcli.format's padded stage
+        chunk), never changing the indices.
         """
         return n * self.min_symbol_bits(stage) - STATE_BITS
 
+    def min_payload_bytes(self, stage: int, n: int) -> int:
+        """The bytes a stored stage payload of n indices must have (min_payload_bits, rounded up)."""
+        return max(0, math.ceil(self.min_payload_bits(stage, n) / 8))
+
     def check_payload(self, stage: int, payload_bytes: int, n: int, name: str = "<input>") -> None:
-        """Refuse a stage payload too short to hold n indices, before anything of size n is allocated."""
+        """Refuse a stage payload too short to hold n indices, before anything of size n is allocated
+        (payload_bytes: as stored, padding included)."""
         need = self.min_payload_bits(stage, n)
         if 8 * payload_bytes < need:
             raise VQError(f"{name}: corrupt stage {stage + 1} chunk ({payload_bytes} bytes cannot hold "
@@ -217,7 +223,6 @@ class EntropyModel:
         if active is None:
             active = np.ones((h, w), dtype=bool)
         n = int(active.sum())
-        self.check_payload(stage, len(payload), n, name)
         family = constriction.stream.model.Categorical(perfect=False)
         try:
             coder = constriction.stream.stack.AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
@@ -254,30 +259,11 @@ class EntropyModel:
         return self.encode_stage(stage, grid, prev), self.ideal_bits(stage, grid, prev)
 
     def encode_stages(self, indices: np.ndarray, ideal: list[float] | None = None) -> list[bytes]:
-        """Payload of every stage of indices [s, h, w], each meeting min_payload_bits.
-
-        ANS codes code 0 (cumulative frequency 0) for free while its state is below that
-        code's frequency, as it is at the start: a stage that ends in a long run of 0 (a nearly
-        uniform stage, never a photo) can code shorter than the readers' bound. Such a stage
-        gets its last 1, 2, 4, ... indices (the first coded) set to code K-1, in place, until it
-        meets the bound: a few latent positions at the bottom right change.
-
-        ideal: a list that receives each stage's ideal size in bits (as ideal_bits), computed
-        from the same tables as the payload."""
+        """Payload of every stage of indices [s, h, w] (-1: absent); ideal: a list that receives
+        each stage's ideal size in bits (as ideal_bits), from the same tables as the payload."""
         out = []
         for s in range(indices.shape[0]):
-            prev = indices[s - 1] if s else None
-            flat = indices[s].reshape(-1)
-            keep = coded(indices[s])
-            need = self.min_payload_bits(s, keep.size)
-            payload, bits = self.code_stage(s, indices[s], prev)
-            tail = 1
-            while 8 * len(payload) < need:
-                if tail > min(keep.size, MAX_TAIL):
-                    raise VQError(f"stage {s + 1} cannot be coded within the readers' bound")
-                flat[keep[-tail:]] = self.codebook - 1
-                payload, bits = self.code_stage(s, indices[s], prev)
-                tail *= 2
+            payload, bits = self.code_stage(s, indices[s], indices[s - 1] if s else None)
             out.append(payload)
             if ideal is not None:
                 ideal.append(bits)

@@ -4,7 +4,8 @@ No torch import, so `vq info` is instant. All integers are little-endian.
 
     header (42 bytes, fixed):
         magic        8   b"\\x89VQZ\\r\\n\\x1a\\n" (PNG-style: catches text-mode mangling)
-        version      u8  1: every position keeps the same stages; 2: a stage map chunk follows
+        version      u8  1: every position keeps the same stages; 2: a stage map chunk follows;
+                         3: a flat-cell chunk too, and stage chunks may be padded
         mode         u8  0 RGB, 1 RGBA, 2 L (grey), 3 LA  (alpha modes carry an alpha chunk)
         entropy      u8  entropy model of the stage chunks (0 static prior, 1 context model, 2 spatial)
         factor       u8  model downsampling factor f
@@ -18,12 +19,16 @@ No torch import, so `vq info` is instant. All integers are little-endian.
         model_id     8   the weights' model id (16 hex chars as 8 raw bytes)
         reserved     2   zero
         header_crc   u32 CRC32 of the 38 bytes before it
-    then chunks, each:  type u8 (b"A" alpha, b"M" stage map, b"S" stage), index u8, length u32,
-    crc u32 (CRC32 of type, index, length and payload), payload.  The alpha chunk (zlib of the
-    H*W alpha plane, lossless) comes first, then in version 2 the stage map (how many stages
-    each block of latent cells keeps: vqcli.stagemap), then the stage chunks in stage order, so
-    that a file cut at a chunk boundary after stage k still holds a decodable stage-k image.
-    Version 2 exists so that a vq that predates stage maps refuses such a file by its version.
+    then chunks, each:  type u8 (b"A" alpha, b"F" flat cells, b"M" stage map, b"S" stage, b"P"
+    padded stage), index u8, length u32, crc u32 (CRC32 of type, index, length and payload),
+    payload.  The alpha chunk (zlib of the H*W alpha plane, lossless) comes first, then in
+    version 3 the flat cells (vqcli.flatcells), in versions 2 and 3 the stage map (how many
+    stages each block of latent cells keeps: vqcli.stagemap), then the stage chunks in stage
+    order, so that a file cut at a chunk boundary after stage k still holds a decodable stage-k
+    image. A padded stage chunk (version 3) is a stage's stream, zero bytes, and the stream's
+    length (u32): how a writer meets the readers' lower bound on a payload's size without
+    changing what it codes. Each version exists so that an older vq refuses a file it would
+    misread, by its version; writers use the lowest version that holds the file.
 """
 
 from __future__ import annotations
@@ -32,12 +37,14 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
+from . import flatcells
 from .errors import VQError
 from .limits import MAX_SIDE
 
 MAGIC = b"\x89VQZ\r\n\x1a\n"
-FORMAT_VERSION = 2  # the newest this vq reads and writes; uniform files are still written as 1
-UNIFORM_VERSION = 1
+UNIFORM_VERSION = 1  # the same stages everywhere
+STAGE_MAP_VERSION = 2  # a stage map
+FORMAT_VERSION = 3  # the newest this vq reads and writes: flat cells and padded stage chunks
 MODES = ("RGB", "RGBA", "L", "LA")
 ENTROPY_MODELS = ("static", "context", "spatial")
 MAX_STAGES = 255
@@ -64,7 +71,11 @@ class Header:
 
     @property
     def has_stage_map(self) -> bool:
-        return self.version >= 2
+        return self.version >= STAGE_MAP_VERSION
+
+    @property
+    def has_flat_cells(self) -> bool:
+        return self.version >= FORMAT_VERSION
 
     @property
     def has_alpha(self) -> bool:
@@ -89,8 +100,10 @@ class Container:
     alpha: bytes | None = None  # the zlib alpha payload
     chunk_sizes: list[tuple[str, int]] = field(default_factory=list)  # ("alpha"|"stage map"|"stage k", bytes incl. head)
     truncated: bool = False  # the file ends before all stages (at a chunk boundary, or see cut_inside)
-    stage_map: bytes | None = None  # the stage map payload (version 2)
+    stage_map: bytes | None = None  # the stage map payload (versions 2 and 3)
     cut_inside: str | None = None  # the chunk a cut falls in, when the stages asked for end before it
+    flat: bytes | None = None  # the flat-cell payload (version 3)
+    stage_sizes: list[int] = field(default_factory=list)  # each stage payload's stored bytes, padding included
 
     @property
     def stages_available(self) -> int:
@@ -127,6 +140,11 @@ def max_map_bytes(h: Header) -> int:
     return 1 + 2 * h.stages + 2 * gh * gw * (h.stages - 1) + 64
 
 
+def max_flat_bytes(h: Header) -> int:
+    """Upper bound on a flat-cell chunk: zlib's worst case when every cell is flat."""
+    return flatcells.max_payload(h.grid)
+
+
 def max_alpha_bytes(h: Header) -> int:
     """zlib's worst-case expansion of the H*W alpha plane, with margin."""
     n = h.width * h.height
@@ -139,23 +157,37 @@ def _chunk(kind: bytes, index: int, payload: bytes) -> bytes:
     return head + struct.pack("<I", crc) + payload
 
 
+def _padded(stream: bytes, size: int) -> bytes:
+    """A padded stage payload of at least `size` bytes: the stream, zeros, the stream's length."""
+    return stream + bytes(max(0, size - len(stream) - 4)) + struct.pack("<I", len(stream))
+
+
 def write(header: Header, stage_payloads: list[bytes], alpha_payload: bytes | None = None,
-          stage_map: bytes | None = None) -> bytes:
-    """Serialise a header and its chunks (header.stages must equal len(stage_payloads); a stage
-    map makes the file version 2)."""
+          stage_map: bytes | None = None, flat: bytes | None = None, min_sizes: list[int] | None = None) -> bytes:
+    """Serialise a header and its chunks (header.stages must equal len(stage_payloads)). The version
+    is the lowest that holds them: 3 with flat cells (flat; a stage map is then required too) or
+    with a stage payload shorter than its min_sizes entry (padded; needs flat), 2 with a stage
+    map, else 1."""
     check_header(header, "<output>")
     if header.stages != len(stage_payloads) or header.has_alpha != (alpha_payload is not None):
         raise ValueError("header does not match the chunks given")
-    version = FORMAT_VERSION if stage_map is not None else UNIFORM_VERSION
+    sizes = min_sizes or [0] * len(stage_payloads)
+    short = [len(p) < n for p, n in zip(stage_payloads, sizes)]
+    if (flat is not None or any(short)) and (flat is None or stage_map is None):
+        raise ValueError("a version-3 file (flat cells, padded stages) needs the flat-cell chunk and a stage map")
+    version = FORMAT_VERSION if flat is not None else STAGE_MAP_VERSION if stage_map is not None else UNIFORM_VERSION
     head = _HEAD.pack(MAGIC, version, MODES.index(header.mode), ENTROPY_MODELS.index(header.entropy),
                       header.factor, header.model_stages, header.stages, header.width, header.height,
                       header.grid[1], header.grid[0], header.codebook, bytes.fromhex(header.model_id), b"\0\0")
     parts = [head, struct.pack("<I", zlib.crc32(head))]
     if alpha_payload is not None:
         parts.append(_chunk(b"A", 0, alpha_payload))
+    if flat is not None:
+        parts.append(_chunk(b"F", 0, flat))
     if stage_map is not None:
         parts.append(_chunk(b"M", 0, stage_map))
-    parts += [_chunk(b"S", k, p) for k, p in enumerate(stage_payloads)]
+    parts += [_chunk(b"P", k, _padded(p, n)) if pad else _chunk(b"S", k, p)
+              for k, (p, n, pad) in enumerate(zip(stage_payloads, sizes, short))]
     return b"".join(parts)
 
 
@@ -186,6 +218,25 @@ def read_header(data: bytes, name: str = "<input>") -> Header:
     return h
 
 
+def _stream(payload: bytes, label: str, name: str) -> bytes:
+    """The stream of a padded stage payload (stream, zero bytes, the stream's length as u32)."""
+    if len(payload) < 4:
+        raise VQError(f"{name}: corrupt {label} (a padded chunk of {len(payload)} bytes)")
+    (n,) = struct.unpack_from("<I", payload, len(payload) - 4)
+    if n > len(payload) - 4 or any(payload[n:-4]):
+        raise VQError(f"{name}: corrupt {label} (bad padding)")
+    return payload[:n]
+
+
+def _cut(container: Container | None, label: str, error: str) -> Container:
+    """A file cut inside a chunk: the container read so far, if it holds the stages the reader
+    asked for (cut_inside names the chunk); else the error."""
+    if container is None:
+        raise VQError(error)
+    container.truncated, container.cut_inside = True, label
+    return container
+
+
 def read(data: bytes, name: str = "<input>", upto: int | None = None) -> Container:
     """Parse a whole file. A file that ends exactly after a complete stage chunk is a valid
     (truncated) prefix; any other cut, a bad CRC or a misplaced chunk is an error, except that a
@@ -193,47 +244,48 @@ def read(data: bytes, name: str = "<input>", upto: int | None = None) -> Contain
     file there (cut_inside names the chunk it falls in)."""
     h = read_header(data, name)
     pos = HEADER_SIZE
-    alpha = stage_map = None
-    stages: list[bytes] = []
-    sizes: list[tuple[str, int]] = []
-    expected = ([("A", 0)] if h.has_alpha else []) + ([("M", 0)] if h.has_stage_map else []) + \
-        [("S", k) for k in range(h.stages)]
-    labels = {"A": "alpha", "M": "stage map"}
+    c = Container(h, [])
+    expected = ([("A", 0)] if h.has_alpha else []) + ([("F", 0)] if h.has_flat_cells else []) + \
+        ([("M", 0)] if h.has_stage_map else []) + [("S", k) for k in range(h.stages)]
+    labels = {"A": "alpha", "F": "flat-cell", "M": "stage map"}
+    limits = {"A": max_alpha_bytes, "F": max_flat_bytes, "M": max_map_bytes, "S": max_stage_bytes}
     for kind, index in expected:
         label = f"{labels[kind]} chunk" if kind in labels else f"stage {index + 1} chunk"
         if pos == len(data) and kind == "S" and index > 0:
-            return Container(h, stages, alpha, sizes, truncated=True, stage_map=stage_map)
-        cut_here = upto is not None and len(stages) >= upto  # a cut from here on ends the file after them
+            c.truncated = True
+            return c
+        # a cut from here on ends the file after the stages a reader asks for, if it has them
+        cut = c if upto is not None and len(c.stage_chunks) >= upto else None
         if pos + CHUNK_HEAD_SIZE > len(data):
-            if cut_here:
-                return Container(h, stages, alpha, sizes, truncated=True, stage_map=stage_map, cut_inside=label)
-            raise VQError(f"{name}: truncated at byte {len(data)} (inside the {label} header at byte {pos})")
+            return _cut(cut, label, f"{name}: truncated at byte {len(data)} (inside the {label} header at byte {pos})")
         ckind, cindex, length, crc = _CHUNK.unpack_from(data, pos)
-        if ckind != kind.encode() or cindex != index:
+        padded = kind == "S" and ckind == b"P" and h.has_flat_cells
+        if (ckind != kind.encode() and not padded) or cindex != index:
             raise VQError(f"{name}: corrupt file (expected the {label} at byte {pos}, found "
                           f"{ckind!r} #{cindex})")
-        limit = {"A": max_alpha_bytes, "M": max_map_bytes}.get(kind, max_stage_bytes)(h)
+        limit = limits[kind](h)
         if length > limit:
             raise VQError(f"{name}: corrupt file ({label} claims {length} bytes, at most {limit} possible)")
         start = pos + CHUNK_HEAD_SIZE
         if start + length > len(data):
-            if cut_here:
-                return Container(h, stages, alpha, sizes, truncated=True, stage_map=stage_map, cut_inside=label)
-            raise VQError(f"{name}: truncated at byte {len(data)} (the {label} needs {start + length})")
+            return _cut(cut, label, f"{name}: truncated at byte {len(data)} (the {label} needs {start + length})")
         payload = data[start:start + length]
         if zlib.crc32(payload, zlib.crc32(data[pos:pos + 6])) != crc:
             raise VQError(f"{name}: CRC mismatch in the {label}")
         if kind == "A":
-            alpha = payload
+            c.alpha = payload
+        elif kind == "F":
+            c.flat = payload
         elif kind == "M":
-            stage_map = payload
+            c.stage_map = payload
         else:
-            stages.append(payload)
-        sizes.append((labels.get(kind, f"stage {index + 1}"), CHUNK_HEAD_SIZE + length))
+            c.stage_chunks.append(_stream(payload, label, name) if padded else payload)
+            c.stage_sizes.append(length)
+        c.chunk_sizes.append((labels.get(kind, f"stage {index + 1}"), CHUNK_HEAD_SIZE + length))
         pos = start + length
     if pos != len(data):
         raise VQError(f"{name}: corrupt file ({len(data) - pos} unexpected bytes after the last chunk)")
-    return Container(h, stages, alpha, sizes, stage_map=stage_map)
+    return c
 
 
 def pack_alpha(alpha) -> bytes:
@@ -263,8 +315,8 @@ def info(data: bytes, name: str = "<input>") -> dict:
     h = c.header
     gh, gw = h.grid
     # bits_per_index: per latent cell (with a stage map, a stage codes fewer indices than cells)
-    stages = [{"stage": k + 1, "bytes": len(p), "bits": 8 * len(p), "bits_per_index": 8 * len(p) / (gh * gw)}
-              for k, p in enumerate(c.stage_chunks)]
+    stages = [{"stage": k + 1, "bytes": n, "bits": 8 * n, "bits_per_index": 8 * n / (gh * gw)}
+              for k, n in enumerate(c.stage_sizes)]
     return {
         "file": name, "bytes": len(data), "format_version": h.version, "width": h.width, "height": h.height,
         "mode": h.mode, "model_id": h.model_id, "factor": h.factor, "latent_grid": [gh, gw],
@@ -272,6 +324,8 @@ def info(data: bytes, name: str = "<input>") -> dict:
         "stages_stored": h.stages, "stages_present": c.stages_available, "truncated": c.truncated,
         "entropy_model": h.entropy, "alpha_bytes": len(c.alpha) if c.alpha is not None else None,
         "stage_map_bytes": len(c.stage_map) if c.stage_map is not None else None,
+        "flat_cell_bytes": len(c.flat) if c.flat is not None else None,
+        "flat_cells": flatcells.decode(c.flat, h.grid, name).count if c.flat is not None else 0,
         "bpp": 8 * len(data) / (h.width * h.height), "chunks": [{"chunk": n, "bytes": b} for n, b in c.chunk_sizes],
         "stages": stages,
     }

@@ -49,6 +49,24 @@ class ResBlock(nn.Module):
         return x + self.conv2(F.silu(self.conv1(F.silu(x))))
 
 
+def constant_response(layers: list[nn.Module], v: torch.Tensor) -> torch.Tensor:
+    """What a chain of layers gives at every position of an endless constant input, whose value
+    per channel is v [U, C]: a convolution of a constant is its kernel summed over space, so the
+    field stays constant through every layer (away from the image's borders) -> [U, C']."""
+    for layer in layers:
+        if isinstance(layer, nn.PixelUnshuffle):
+            v = v.repeat_interleave(layer.downscale_factor ** 2, dim=1)  # channel c -> c * r^2 + offset
+        elif isinstance(layer, nn.Conv2d):
+            v = F.linear(v, layer.weight.sum((2, 3)), layer.bias)
+        elif isinstance(layer, nn.SiLU):
+            v = F.silu(v)
+        elif isinstance(layer, ResBlock):
+            v = v + constant_response([layer.conv2], F.silu(constant_response([layer.conv1], F.silu(v))))
+        else:
+            raise TypeError(f"constant response of {type(layer).__name__} is unknown")
+    return v
+
+
 class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -63,6 +81,10 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def constant(self, v: torch.Tensor) -> torch.Tensor:
+        """The latent of an endless field of one input value per row of v [U, 3] -> [U, D]."""
+        return constant_response(list(self.net), v)
 
 
 class Decoder(nn.Module):
@@ -154,9 +176,21 @@ class VQVAE(nn.Module):
         return self.quantizer.decode(indices.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
     @torch.no_grad()
+    def flat_latent(self, colours: torch.Tensor) -> torch.Tensor:
+        """uint8 colours [U, 3] -> the encoder's latent [U, D] inside an endless field of each colour
+        (what a flat cell stands for in the decoder's input: vqcli.flatcells)."""
+        weight = self.encoder.net[1].weight
+        return self.encoder.constant((colours.to(weight.device).float() / 255.0) * 2 - 1)
+
+    @torch.no_grad()
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         """indices [B, S', h, w] (any prefix of the stages) -> images [B, 3, h*f, w*f] in [0, 1]."""
-        return ((self.decoder(self.latent_from_indices(indices)) + 1) / 2).clamp(0, 1)
+        return self.decode_latent(self.latent_from_indices(indices))
+
+    @torch.no_grad()
+    def decode_latent(self, z: torch.Tensor) -> torch.Tensor:
+        """A latent [B, D, h, w] -> images [B, 3, h*f, w*f] in [0, 1]."""
+        return ((self.decoder(z) + 1) / 2).clamp(0, 1)
 
     def embed(self, indices: torch.Tensor, stages: int | None = None) -> torch.Tensor:
         """Token embeddings for downstream models: indices [B, S, h, w] -> [B, h*w, D].

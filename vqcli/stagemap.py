@@ -61,11 +61,15 @@ def _block_sums(a: np.ndarray, block: int) -> np.ndarray:
     return padded.reshape(s, hb, block, wb, block).sum((2, 4))
 
 
-def _weighting(err: np.ndarray, block: int) -> tuple[float, np.ndarray]:
-    """(scale, w [hb, wb]): the image's mean residual after REF_STAGE stages and each block's
-    weight on its squared error (ones for an image without residual); err [S, h, w]."""
+def _weighting(err: np.ndarray, block: int, skip: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    """(scale, w [hb, wb]): the image's mean residual after REF_STAGE stages over the cells not
+    skipped, and each block's weight on its squared error (ones for an image without residual);
+    err [S, h, w], skip bool [h, w] (flat cells, which hold no indices: vqcli.flatcells)."""
     ref = np.asarray(err[min(REF_STAGE, len(err)) - 1], dtype=np.float64)
-    scale = float(ref.mean())
+    if skip is not None:
+        ref = np.where(skip, 0.0, ref)
+    kept = ref.size if skip is None else int(ref.size - skip.sum())
+    scale = float(ref.sum() / kept) if kept else 0.0
     cells = _block_sums(np.ones((1, *ref.shape)), block)[0]
     if not scale > 0:
         return scale, np.ones_like(cells)
@@ -73,22 +77,36 @@ def _weighting(err: np.ndarray, block: int) -> tuple[float, np.ndarray]:
     return scale, np.maximum(flat, 1e-3) ** -FLATNESS
 
 
-def choose(err: np.ndarray, bits: np.ndarray, lam_: float, block: int = BLOCK) -> np.ndarray:
+def block_max(per_position: np.ndarray, block: int = BLOCK) -> np.ndarray:
+    """Per-position counts [h, w] -> each block's largest [ceil(h/block), ceil(w/block)]."""
+    h, w = per_position.shape
+    hb, wb = -(-h // block), -(-w // block)
+    padded = np.zeros((hb * block, wb * block), dtype=np.int64)
+    padded[:h, :w] = per_position
+    return padded.reshape(hb, block, wb, block).max((1, 3))
+
+
+def choose(err: np.ndarray, bits: np.ndarray, lam_: float, block: int = BLOCK,
+           skip: np.ndarray | None = None) -> np.ndarray:
     """Stage count [hb, wb] in 1..S per block minimising w D + lam * scale * R (see the module
     docstring; scale: the image's mean residual after REF_STAGE stages).
 
-    err: [S, h, w] squared latent residual after each stage; bits: [S, h, w] each index's cost."""
+    err: [S, h, w] squared latent residual after each stage; bits: [S, h, w] each index's cost;
+    skip: bool [h, w], cells that count for nothing (flat cells: no indices; a block of them keeps 1)."""
     err = np.asarray(err, dtype=np.float64)
-    scale, w = _weighting(err, block)
+    bits = np.asarray(bits, dtype=np.float64)
+    if skip is not None:
+        err, bits = np.where(skip, 0.0, err), np.where(skip, 0.0, bits)
+    scale, w = _weighting(err, block, skip)
     d = _block_sums(err, block) * w
-    r = np.cumsum(_block_sums(np.asarray(bits, dtype=np.float64), block), 0)
+    r = np.cumsum(_block_sums(bits, block), 0)
     return (d + lam_ * scale * r).argmin(0).astype(np.int64) + 1
 
 
-def price(err: np.ndarray, lam_: float, block: int = BLOCK) -> np.ndarray:
+def price(err: np.ndarray, lam_: float, block: int = BLOCK, skip: np.ndarray | None = None) -> np.ndarray:
     """What a bit is worth in squared latent error at each position [h, w]: the trade choose()
     makes, lam * scale / w, for a search that picks codes within a block's stages (vqcli.codec)."""
-    scale, w = _weighting(err, block)
+    scale, w = _weighting(err, block, skip)
     return expand(lam_ * scale / w, np.shape(err)[1:], block)
 
 

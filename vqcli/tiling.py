@@ -179,8 +179,12 @@ def encode(model, rgb: np.ndarray, tile: int | None = None, progress: Callable[[
 
 @torch.no_grad()
 def decode(model, indices: torch.Tensor, width: int, height: int, tile: int | None = None,
-           progress: Callable[[float], None] | None = None) -> np.ndarray:
-    """int64 [s, h, w] (any prefix of the stages) -> uint8 [height, width, 3], tile by tile."""
+           progress: Callable[[float], None] | None = None,
+           fill: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
+    """int64 [s, h, w] (any prefix of the stages) -> uint8 [height, width, 3], tile by tile.
+
+    fill: (ids int64 [h, w], latents [U, D]): where ids >= 0 the decoder's input is latents[id]
+    instead of the indices' sum (flat cells, vqcli.flatcells)."""
     from .model import to_uint8
 
     cfg: ModelConfig = model.cfg
@@ -194,7 +198,12 @@ def decode(model, indices: torch.Tensor, width: int, height: int, tile: int | No
     def run(t: Tile) -> None:
         a0, a1, b0, b1 = t.full
         y0, y1, x0, x1 = t.core
-        x = model.decode(idx[None, :, a0:a1, b0:b1].to(device))
+        z = model.latent_from_indices(idx[None, :, a0:a1, b0:b1].to(device))
+        if fill is not None:
+            ids = fill[0][a0:a1, b0:b1].to(device)
+            where = ids >= 0
+            z[0][:, where] = fill[1][ids[where]].T.to(z.dtype)
+        x = model.decode_latent(z)
         py0, py1 = y0 * f, min(height, y1 * f)
         px0, px1 = x0 * f, min(width, x1 * f)
         if py1 > py0 and px1 > px0:
