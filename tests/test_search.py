@@ -114,7 +114,7 @@ def test_price_is_the_stage_maps_trade() -> None:
     assert p[0, 0] > p[5, 9]
 
 
-def _objective(enc: codec.Encoder, indices: np.ndarray, price: np.ndarray | None) -> float:
+def _objective(enc: codec.ImageEncoder, indices: np.ndarray, price: np.ndarray | None) -> float:
     """Squared latent error of indices [n, h, w] (-1: absent) against enc's latent, plus their
     bits at `price`: what the search minimises."""
     err = (enc.latent - enc.weights.model.quantizer.decode(torch.from_numpy(indices).permute(1, 2, 0)))
@@ -138,14 +138,14 @@ def test_effort_searches_within_the_same_stage_map(photo) -> None:
     search's objective against them, and their files decode to what they coded."""
     w, image = photo
     em = codec.entropy_model(w)
-    greedy = codec.Encoder(w, em, image, "RGB", effort=0)
+    greedy = codec.ImageEncoder(w, em, image, "RGB", effort=0)
     assert greedy.latent is None
     q = 60
     base = greedy.adaptive(q)
     kept = (base.indices >= 0).sum(0)
     assert np.array_equal(base.indices, stagemap.apply(greedy.idx[:base.indices.shape[0]], kept))
     for effort in range(1, len(EFFORTS)):
-        enc = codec.Encoder(w, em, image, "RGB", effort=effort)
+        enc = codec.ImageEncoder(w, em, image, "RGB", effort=effort)
         coded = enc.adaptive(q)
         assert coded.stage_map == base.stage_map
         assert np.array_equal(coded.indices >= 0, base.indices >= 0)

@@ -12,7 +12,6 @@ import functools
 import os
 from typing import TYPE_CHECKING, Any, Union
 
-from . import rate
 from .errors import UsageError
 
 if TYPE_CHECKING:
@@ -100,8 +99,6 @@ def compress(image: ImageLike, *, quality: float | None = None, bpp: float | Non
     A `bpp` or `psnr` that no quality meets is a VQError, unless `best_effort` (the nearest file)."""
     from . import codec
 
-    rate.check_rate(stages, bpp, psnr, quality=quality)
-    effort = rate.check_effort(effort)
     name = str(image) if isinstance(image, (str, os.PathLike)) else "<image>"
     loaded = as_image(image)
     return codec.compress(load_model(weights, device), loaded, stages, bpp, psnr, name=name, quality=quality,
@@ -116,7 +113,6 @@ def decompress(data: DataLike, *, stages: int | None = None, weights: WeightsLik
     from . import format as vqz
 
     raw, name = _read(data)
-    rate.check_rate(stages, None, None)
     header = vqz.read_header(raw, name)  # a bad file fails before the model loads
     return codec.decompress(model_for(header.model_id, weights, device, name), raw, stages, name).to_pil()
 

@@ -229,13 +229,13 @@ def colour_mode(image: LoadedImage) -> str:
     return "L" if grey else "RGB"
 
 
-class Encoder:
+class ImageEncoder:
     """The indices of one image, coded at any rate: uniform prefixes or stage maps, with codes
     searched at the given effort (EFFORTS). Uncoded flat cells (vqcli.flatcells) hold no indices at any rate."""
 
     def __init__(self, weights: Weights, em: EntropyModel, image: LoadedImage, mode: str,
-                 effort: int | None = None) -> None:
-        self.weights, self.em, self.mode, self.effort = weights, em, mode, check_effort(effort)
+                 effort: int = DEFAULT_EFFORT) -> None:
+        self.weights, self.em, self.mode, self.effort = weights, em, mode, effort
         self.height, self.width = image.rgb.shape[:2]
         self.flat = flatcells.find(image.rgb, weights.model.factor)
         if self.flat.mask.all():  # a flat image: no index to find
@@ -315,6 +315,55 @@ def _unreachable(name: str, why: str, best_effort: bool, instead: str) -> str:
     return f"{why}; {instead}"
 
 
+def _at_bpp(enc: ImageEncoder, bpp: float, name: str, best_effort: bool) -> tuple[Coded, int, str | None]:
+    """(file, quality, note): the highest quality whose file fits bpp (quality 0 with a note,
+    under best_effort, when none does)."""
+    tried: dict[int, Coded] = {}
+
+    def fits(q: int) -> bool:
+        tried[q] = enc.adaptive(q)
+        return enc.bpp(tried[q]) <= bpp
+
+    quality = _search(fits)
+    if quality is not None:
+        return tried[quality], quality, None
+    return tried[0], 0, _unreachable(name, f"even quality 0 needs {enc.bpp(tried[0]):.3f} bpp > {bpp:g}", best_effort,
+                                     "used quality 0")
+
+
+def _at_psnr(enc: ImageEncoder, rgb: np.ndarray, psnr: float, name: str, best_effort: bool
+             ) -> tuple[Coded, int, str | None, dict[int, float]]:
+    """(file, quality, note, the PSNR of each quality tried): the lowest quality that reaches psnr
+    (quality 100 with a note, under best_effort, when none does)."""
+    tried: dict[int, Coded] = {}
+    by_quality: dict[int, float] = {}
+
+    def short(q: int) -> bool:  # below the target: the answer is the next quality up
+        tried[q] = enc.adaptive(q)
+        by_quality[q] = metrics.psnr(rgb, enc.decode(tried[q]))
+        return by_quality[q] < psnr
+
+    below = _search(short)
+    quality, note = 0 if below is None else below + 1, None
+    if quality > 100:
+        quality = 100
+        note = _unreachable(name, f"no quality reaches {psnr:g} dB (best {by_quality[100]:.2f} dB)", best_effort,
+                            "used quality 100")
+    return tried[quality] if quality in tried else enc.adaptive(quality), quality, note, \
+        {q: by_quality[q] for q in sorted(by_quality)}
+
+
+def _stage_coding(coded: Coded) -> list[StageCoding]:
+    """How each stage of a file was coded."""
+    out = []
+    for s, payload in enumerate(coded.payloads):
+        kept = coded.indices[s][coded.indices[s] >= 0]
+        per = max(kept.size, 1)  # a flat image codes no index
+        out.append(StageCoding(s + 1, len(payload), 8 * len(payload) / per, metrics.entropy_bits(np.bincount(kept)),
+                               coded.ideal[s] / per, int(np.unique(kept).size), kept.size / coded.indices[s].size))
+    return out
+
+
 def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bpp: float | None = None,
              psnr: float | None = None, entropy: str = "auto", name: str = "<input>",
              quality: float | None = None, effort: int | None = None, best_effort: bool = False) -> CompressResult:
@@ -331,55 +380,20 @@ def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bp
     mode = colour_mode(image)
     em = entropy_model(weights, entropy)
     vqz.check_header(_header(weights, width, height, total, mode, em), name)
-    enc = Encoder(weights, em, image, mode, effort)
+    enc = ImageEncoder(weights, em, image, mode, effort)
     note, by_quality = None, {}
     if stages is not None:
         coded, rate = enc.uniform(stages), f"--stages {stages}"
     elif bpp is not None:
-        rate = f"--bpp {bpp:g}"
-        tried: dict[int, Coded] = {}
-
-        def fits(q: int) -> bool:
-            tried[q] = enc.adaptive(q)
-            return enc.bpp(tried[q]) <= bpp
-
-        quality = _search(fits)
-        if quality is None:
-            quality = 0
-            note = _unreachable(name, f"even quality 0 needs {enc.bpp(tried[0]):.3f} bpp > {bpp:g}", best_effort,
-                                "used quality 0")
-        coded = tried[quality]
+        (coded, quality, note), rate = _at_bpp(enc, bpp, name, best_effort), f"--bpp {bpp:g}"
     elif psnr is not None:
-        rate = f"--psnr {psnr:g}"
-        tried = {}
-
-        def short(q: int) -> bool:  # below the target: the answer is the next quality up
-            tried[q] = enc.adaptive(q)
-            by_quality[q] = metrics.psnr(image.rgb, enc.decode(tried[q]))
-            return by_quality[q] < psnr
-
-        below = _search(short)
-        quality = 0 if below is None else below + 1
-        if quality > 100:
-            quality = 100
-            note = _unreachable(name, f"no quality reaches {psnr:g} dB (best {by_quality[100]:.2f} dB)", best_effort,
-                                "used quality 100")
-        coded = tried[quality] if quality in tried else enc.adaptive(quality)
+        (coded, quality, note, by_quality), rate = _at_psnr(enc, image.rgb, psnr, name, best_effort), f"--psnr {psnr:g}"
     else:
         rate = f"--quality {quality:g}" if quality is not None else "default"
         quality = weights.default_quality if quality is None else quality
         coded = enc.adaptive(quality)
-    n = len(coded.payloads)
-    stats = []
-    for s in range(n):
-        kept = coded.indices[s][coded.indices[s] >= 0]
-        per = max(kept.size, 1)  # a flat image codes no index
-        stats.append(StageCoding(s + 1, len(coded.payloads[s]), 8 * len(coded.payloads[s]) / per,
-                                 metrics.entropy_bits(np.bincount(kept)), coded.ideal[s] / per,
-                                 int(np.unique(kept).size), kept.size / coded.indices[s].size))
-    return CompressResult(coded.data, width, height, mode, n, total, em.kind, stats, rate, note,
-                          {q: by_quality[q] for q in sorted(by_quality)},
-                          None if stages is not None else float(quality),
+    return CompressResult(coded.data, width, height, mode, len(coded.payloads), total, em.kind, _stage_coding(coded),
+                          rate, note, by_quality, None if stages is not None else float(quality),
                           len(coded.stage_map) if coded.stage_map is not None else None, effort,
                           enc.flat.count, len(coded.flat) if coded.flat is not None else None)
 

@@ -97,11 +97,11 @@ def finish(results: list[dict[str, Any]], failed: int, show) -> int:
     return 1 if failed else 0
 
 
-@functools.cache
-def _weights(path: Path | None, device: str):
-    from .weights import load_weights
+def _weights(path: Path | str | None, device: str):
+    """The model of a weights file (default: the shipped one), loaded once per process (api.load_model)."""
+    from .api import load_model
 
-    return load_weights(path, device)
+    return load_model(path, device)
 
 
 # -- compress -----------------------------------------------------------------------------------
@@ -191,16 +191,17 @@ def run_compress(inputs: list[str], output: str | None, weights_path: Path | Non
     """Returns the exit code (0, or 1 when some file of a batch failed); n_jobs: worker processes
     (default: the available cores); max_pixels: larger images are refused (None: no limit)."""
     from .rate import check_effort, check_rate
+    from .weightspath import read_config, resolve_weights
 
     check_max_pixels(max_pixels)
-    check_rate(stages, bpp, psnr, quality=quality)
+    config = read_config(resolve_weights(weights_path))  # the stage count, from the header: no model load here
+    check_rate(stages, bpp, psnr, config.stages if config is not None else None, quality)
     effort = check_effort(effort)
     jobs, batch = plan_compress(inputs, output)
     if jobs[0].dst == STDIO:  # only a single job writes to stdout
         check_target(STDIO, force)
     if as_json and any(j.dst == STDIO for j in jobs):
         raise UsageError("--json cannot be used while the compressed file goes to stdout")
-    check_rate(stages, bpp, psnr, _weights(weights_path, device).config.stages, quality)
     rate = {"stages": stages, "bpp": bpp, "psnr": psnr, "quality": quality, "effort": effort, "best_effort": best_effort}
     out = console(stderr=any(j.dst == STDIO for j in jobs))
     make_one = functools.partial(compress_runner, weights_path, device, rate, force, verify, max_pixels)

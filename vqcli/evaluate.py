@@ -20,6 +20,7 @@ from . import classical
 from .classical import CLASSICAL
 from .errors import UsageError
 from .metrics import BD_INTERPOLATION, MSSSIM_MIN_SIDE, bd_rate, ms_ssim, msssim_db, psnr
+from .rate import DEFAULT_EFFORT, check_effort
 
 FIELDS = ("bpp", "psnr", "ms_ssim", "encode_ms", "decode_ms")
 VQ_QUALITIES = (0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
@@ -69,17 +70,17 @@ def _score(orig: np.ndarray, rec: np.ndarray, tally: Tally) -> tuple[float, floa
     return psnr(orig, rec), m
 
 
-def vq_points(weights, rgb: np.ndarray, tally: Tally, uniform: bool = False, effort: int | None = None
+def vq_points(weights, rgb: np.ndarray, tally: Tally, uniform: bool = False, effort: int = DEFAULT_EFFORT
               ) -> list[Point]:
     """One image at every quality of VQ_QUALITIES (or, uniform, every stage count) at an effort
-    (default codec.DEFAULT_EFFORT): the network runs once; each point's encode time is that plus
+    (default DEFAULT_EFFORT): the network runs once; each point's encode time is that plus
     the search and coding at its setting."""
     from . import codec
     from .images import LoadedImage
 
     h, w = rgb.shape[:2]
     t0 = time.perf_counter()
-    enc = codec.Encoder(weights, codec.entropy_model(weights), LoadedImage(rgb, None, "RGB"), "RGB", effort)
+    enc = codec.ImageEncoder(weights, codec.entropy_model(weights), LoadedImage(rgb, None, "RGB"), "RGB", effort)
     t_model = time.perf_counter() - t0
     out = []
     for setting in range(1, weights.config.stages + 1) if uniform else VQ_QUALITIES:
@@ -142,17 +143,14 @@ def bd_rates(curves: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, f
 
 def evaluate(weights, folder: Path, codecs: list[str], limit: int | None = None,
              progress: bool = True, effort: int | None = None) -> dict[str, Any]:
-    """Run every codec over the folder's images (vq at `effort`, default codec.DEFAULT_EFFORT);
+    """Run every codec over the folder's images (vq at `effort`, default DEFAULT_EFFORT);
     returns the full, JSON-ready report."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .rate import check_effort
-
-    effort = check_effort(effort)
-
     from .images import images_in, load_image
 
+    effort = check_effort(effort)
     files = images_in(folder, limit)
     tally = Tally()
     active = []

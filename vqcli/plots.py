@@ -54,40 +54,56 @@ def codebook_figure(path: Path | str, histogram: np.ndarray, title: str,
     """Code usage per stage: sorted usage curves (log), a usage heat map by code index, used codes
     and perplexity per stage; with `codes`, a PCA scatter of each stage's codebook coloured by usage."""
     plt = pyplot(path)
-    from matplotlib.colors import LogNorm
-
     hist = np.asarray(histogram, dtype=np.int64)
-    s_count, k = hist.shape
+    s_count = hist.shape[0]
     pca_rows = 0 if codes is None else math.ceil(s_count / 5)
     fig = plt.figure(figsize=(12, 7.2 + 2.6 * pca_rows), layout="constrained")
     grid = fig.add_gridspec(2 + pca_rows, 5, height_ratios=[3.2, 2.6] + [2.6] * pca_rows)
-    cmap = plt.get_cmap("viridis")
-    colours = [cmap(i / max(1, s_count - 1)) for i in range(s_count)]
+    _sorted_usage(fig.add_subplot(grid[0, :3]), hist, plt.get_cmap("viridis"))
+    _used_and_perplexity(fig.add_subplot(grid[0, 3:]), hist)
+    _usage_map(fig, fig.add_subplot(grid[1, :]), hist)
+    if codes is not None:
+        # One colour scale for every stage, so that panels compare; one colourbar for them all.
+        norm = plt.Normalize(0, max(1.0, float(np.log10(hist.max(initial=1)))))
+        axes = [fig.add_subplot(grid[2 + s // 5, s % 5]) for s in range(len(codes))]
+        sc = [_codebook_pca(ax, np.asarray(cb, dtype=np.float64), hist[s], s, norm)
+              for s, (ax, cb) in enumerate(zip(axes, codes))][-1]
+        fig.colorbar(sc, ax=axes, label="log10 count (x: dead code)", pad=0.01, shrink=0.8)
+    fig.suptitle(title, fontsize=12)
+    _save(fig, plt, path)
 
-    ax = fig.add_subplot(grid[0, :3])
+
+def _sorted_usage(ax, hist: np.ndarray, cmap) -> None:
+    s_count, k = hist.shape
     for s in range(s_count):
         c = np.sort(hist[s])[::-1]
         total = max(1, int(c.sum()))
         c = c[c > 0]  # log scale: dead codes are where a curve stops
-        ax.plot(np.arange(1, c.size + 1), c / total, color=colours[s], lw=1.6, label=f"stage {s + 1}")
+        ax.plot(np.arange(1, c.size + 1), c / total, color=cmap(s / max(1, s_count - 1)), lw=1.6,
+                label=f"stage {s + 1}")
     ax.axhline(1 / k, color="0.4", ls="--", lw=1, label=f"uniform (1/{k})")
     ax.set(yscale="log", xlim=(0, k + 1), xlabel="code rank (most used first)", ylabel="share of indices",
            title="Sorted code usage per stage")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=7, ncol=2 if s_count > 5 else 1, loc="lower left")
 
-    ax = fig.add_subplot(grid[0, 3:])
+
+def _used_and_perplexity(ax, hist: np.ndarray) -> None:
+    s_count, k = hist.shape
     stages = np.arange(1, s_count + 1)
-    used = (hist > 0).sum(1)
     ent = np.array([entropy_bits(row) for row in hist])
-    ax.bar(stages - 0.2, used, width=0.4, color="#4c72b0", label="codes used")
+    ax.bar(stages - 0.2, (hist > 0).sum(1), width=0.4, color="#4c72b0", label="codes used")
     ax.bar(stages + 0.2, 2.0 ** ent, width=0.4, color="#dd8452", label="perplexity $2^H$")
     ax.axhline(k, color="0.4", ls="--", lw=1, label=f"K = {k}")
     ax.set(xlabel="stage", ylabel="codes", title="Codes used and perplexity", xticks=stages, ylim=(0, k * 1.3))
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", ncol=3)
 
-    ax = fig.add_subplot(grid[1, :])
+
+def _usage_map(fig, ax, hist: np.ndarray) -> None:
+    from matplotlib.colors import LogNorm
+
+    s_count, k = hist.shape
     shown = np.where(hist > 0, hist, np.nan)  # dead codes stay blank (background shows through)
     ax.set_facecolor("#f0d0d0")
     im = ax.imshow(shown, aspect="auto", interpolation="nearest", cmap="magma_r",
@@ -95,27 +111,20 @@ def codebook_figure(path: Path | str, histogram: np.ndarray, title: str,
                                 vmax=max(2, hist.max())),
                    extent=(-0.5, k - 0.5, s_count + 0.5, 0.5))
     ax.set(xlabel="code index", ylabel="stage", title="Usage histogram by code index (pink: dead codes)",
-           yticks=stages)
+           yticks=np.arange(1, s_count + 1))
     fig.colorbar(im, ax=ax, label="count (log)", pad=0.01)
 
-    if codes is not None:
-        # One colour scale for every stage, so that panels compare; one colourbar for them all.
-        norm = plt.Normalize(0, max(1.0, float(np.log10(hist.max(initial=1)))))
-        axes, sc = [], None
-        for s, cb in enumerate(codes):
-            ax = fig.add_subplot(grid[2 + s // 5, s % 5])
-            xy = _pca2(np.asarray(cb, dtype=np.float64))
-            live = hist[s] > 0
-            sc = ax.scatter(xy[live, 0], xy[live, 1], c=np.log10(hist[s][live]), s=9, cmap="viridis", norm=norm,
-                            linewidths=0)
-            ax.scatter(xy[~live, 0], xy[~live, 1], marker="x", s=10, c="#c44e52", linewidths=0.8)
-            ax.set_title(f"stage {s + 1}: PCA of codebook", fontsize=9)
-            ax.tick_params(labelsize=7)
-            ax.grid(True, alpha=0.25)
-            axes.append(ax)
-        fig.colorbar(sc, ax=axes, label="log10 count (x: dead code)", pad=0.01, shrink=0.8)
-    fig.suptitle(title, fontsize=12)
-    _save(fig, plt, path)
+
+def _codebook_pca(ax, codes: np.ndarray, counts: np.ndarray, stage: int, norm):
+    """One stage's codes on their first two principal axes, coloured by log usage; the scatter."""
+    xy = _pca2(codes)
+    live = counts > 0
+    sc = ax.scatter(xy[live, 0], xy[live, 1], c=np.log10(counts[live]), s=9, cmap="viridis", norm=norm, linewidths=0)
+    ax.scatter(xy[~live, 0], xy[~live, 1], marker="x", s=10, c="#c44e52", linewidths=0.8)
+    ax.set_title(f"stage {stage + 1}: PCA of codebook", fontsize=9)
+    ax.tick_params(labelsize=7)
+    ax.grid(True, alpha=0.25)
+    return sc
 
 
 MARKERS = {"vq": "o", "vq-stages": "v", "jpeg": "s", "webp": "^", "avif": "D"}

@@ -19,7 +19,7 @@ def check_quality(quality: float) -> None:
         raise UsageError(f"quality {quality:g}: expected {lo:g} to {hi:g}", params=("quality",))
 
 
-# Encoder search (vqcli.codec.Encoder): a setting of the encoder, not of the model or the file.
+# Encoder search (vqcli.codec.ImageEncoder): a setting of the encoder, not of the model or the file.
 EFFORTS = ((1, 0.0), (4, 0.5), (16, 0.5))
 """(beam width, price factor) of each effort. 0 is the greedy encoder. Above it, each position's
 codes are found by a beam search to the depth its block keeps (quantizer.beam_encode), each bit

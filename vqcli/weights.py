@@ -36,20 +36,21 @@ from .fileio import atomic_output, read_file
 from .rate import check_quality
 from .weightspath import (  # noqa: F401  (re-exported: the lookup lives in the torch-free weightspath)
     DEFAULT_WEIGHTS,
+    FORMAT,
+    FORMAT_VERSION,
     WEIGHTS_PATH_ENV,
     default_weights_path,
     find_weights,
     is_model_name,
     locate_weights,
     model_id_in_metadata,
+    parse_config,
     resolve_weights,
     shipped_dir,
     shipped_names,
     weights_search_path,
 )
 
-FORMAT = "vqcli-weights"
-FORMAT_VERSION = 1
 TRAINING_ONLY = ("ema_count", "ema_sum", "initialised", "ema_distortion")
 STATS_PREFIX = "stats."
 COUNT_DTYPES = "count_dtypes"
@@ -237,18 +238,6 @@ def read_release(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str], M
                           f"(searched {', '.join(map(str, folders))})")
         tensors = {**_complete_release(found)[0], **tensors}
     return tensors, meta, config
-
-
-def parse_config(path: Path, meta: dict[str, str], kind: str = FORMAT) -> ModelConfig:
-    if meta.get("format") != kind:
-        raise VQError(f"{path}: not vq weights (format is {meta.get('format')!r}, expected {kind!r})")
-    if meta.get("format_version") != str(FORMAT_VERSION):
-        raise VQError(f"{path}: written by an incompatible version (weights format "
-                      f"{meta.get('format_version')}, this vq reads {FORMAT_VERSION})")
-    try:
-        return ModelConfig.from_json(meta["config"])
-    except (KeyError, ValueError, TypeError) as e:
-        raise VQError(f"{path}: bad model config in metadata ({e})") from None
 
 
 def resolve_device(device: str) -> torch.device:

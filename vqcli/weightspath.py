@@ -9,8 +9,11 @@ import json
 import os
 from pathlib import Path
 
+from .config import ModelConfig
 from .errors import VQError
 
+FORMAT = "vqcli-weights"
+FORMAT_VERSION = 1
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "default.safetensors"
 WEIGHTS_PATH_ENV = "VQ_WEIGHTS_PATH"
 MAX_HEADER = 100_000_000  # safetensors' own bound on the JSON header
@@ -71,6 +74,32 @@ def read_metadata(path: Path | str) -> dict[str, str] | None:
         return None
     meta = head.get("__metadata__") if isinstance(head, dict) else None
     return meta if isinstance(meta, dict) else {}
+
+
+def parse_config(path: Path, meta: dict[str, str], kind: str = FORMAT) -> ModelConfig:
+    """The model config in the metadata of a weights file (or of a checkpoint: kind), or a VQError
+    naming the file."""
+    if meta.get("format") != kind:
+        raise VQError(f"{path}: not vq weights (format is {meta.get('format')!r}, expected {kind!r})")
+    if meta.get("format_version") != str(FORMAT_VERSION):
+        raise VQError(f"{path}: written by an incompatible version (weights format "
+                      f"{meta.get('format_version')}, this vq reads {FORMAT_VERSION})")
+    try:
+        return ModelConfig.from_json(meta["config"])
+    except (KeyError, ValueError, TypeError) as e:
+        raise VQError(f"{path}: bad model config in metadata ({e})") from None
+
+
+def read_config(path: Path | str) -> ModelConfig | None:
+    """The model config a weights file's header records (reads the header only; no torch), or None
+    for a file that is not readable vq weights (loading it names the problem)."""
+    meta = read_metadata(path)
+    if meta is None:
+        return None
+    try:
+        return parse_config(Path(path), meta)
+    except VQError:
+        return None
 
 
 def model_id_in_metadata(path: Path) -> str | None:
