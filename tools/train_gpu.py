@@ -24,16 +24,16 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from vqcli.config import PRESETS, ModelConfig, TrainConfig  # noqa: E402
 from vqcli.model import VQVAE  # noqa: E402
-from vqcli.train import TrainingInterrupted, train, use_bf16  # noqa: E402
+from vqcli.train import TrainingInterrupted, train, train_step, use_bf16  # noqa: E402
 
 
 def step_seconds(cfg: ModelConfig, batch: int, crop: int, dev: torch.device, steps: int = 25, warm: int = 5) -> float:
-    """Seconds per training step (forward, backward, AdamW) of a fresh model on random crops."""
+    """Seconds per training step (vqcli.train.train_step: forward, backward, AdamW) of a fresh model
+    on random crops."""
     model = VQVAE(cfg).to(dev).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.rand(batch, 3, crop, crop, device=dev)
@@ -44,12 +44,7 @@ def step_seconds(cfg: ModelConfig, batch: int, crop: int, dev: torch.device, ste
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-        with autocast:
-            res = model(x)
-        loss = F.mse_loss(res.recon.float(), x) + cfg.beta * res.commit_loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, model, opt, x, cfg, autocast, 1e-4)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - t0) / (steps - warm)

@@ -290,31 +290,89 @@ def _reporter(total: int, start: int, enabled: bool):
     return prog, console
 
 
-def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val_dir: Path | None = None,
-          resume: Path | None = None, device: str = "auto", half: bool = True,
-          progress: bool = True, log_every: int = 50, val_images: int = 8,
-          on_step: Callable[[int], None] | None = None, init: Path | None = None,
-          rate_weight: float | None = None, widen: bool = False) -> TrainResult:
-    """Train (or resume) and write release weights to `out` (rank 0).
+def train_step(net: torch.nn.Module, model: VQVAE, opt: torch.optim.Optimizer, x: torch.Tensor, cfg: ModelConfig,
+               autocast, lr: float, msssim_weight: float = 0.0, ms_ssim=None):
+    """One optimisation step on crops x [B, 3, H, W] in [0, 1] (net: the model or its DDP wrapper)
+    -> (the forward's output, the float reconstruction, the loss)."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    with autocast:
+        res = net(x)
+    recon = res.recon.float()
+    loss = F.mse_loss(recon, x) + cfg.beta * res.commit_loss
+    if ms_ssim is not None:
+        loss = loss + msssim_weight * (1 - ms_ssim(recon.clamp(0, 1), x, data_range=1.0))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return res, recon, loss
 
-    init: release weights to start from (fine-tuning: their config replaces `cfg`, the optimizer
-    starts fresh with tcfg's warm-up); not with resume, which restores a whole training state.
-    rate_weight: replaces the model config's (fresh or from init) entropy-constrained assignment
-    weight; a resumed run keeps its checkpoint's.
-    widen: with init, grow init's network to `cfg`'s sizes, computing the same images at the start.
-    """
-    from .weights import load_weights, resolve_device
 
-    if init is not None and resume is not None:
-        raise VQError("start from weights or resume a checkpoint, not both")
+class Window:
+    """What a log line reports over the steps since the last one: loss, the PSNR of full-rate
+    reconstructions (quantizer dropout would blur it), the codes used, crops per second. Its state
+    travels in checkpoints, so that a resumed run logs as an uninterrupted one."""
+
+    def __init__(self, cfg: ModelConfig, dev: torch.device, saved: dict[str, Any] | None = None) -> None:
+        self.cfg = cfg
+        self.used = torch.zeros(cfg.stages, cfg.codebook_size, dtype=torch.bool, device=dev)  # no copy per step
+        self.acc: dict[str, Any] = {"loss": 0.0, "mse": 0.0, "n": 0, "steps": 0}
+        if saved:
+            saved = dict(saved)
+            self.used = torch.tensor(saved.pop("used"), dtype=torch.bool, device=dev)
+            self.acc = saved
+        self.t_last, self.crops = time.time(), 0
+
+    def add(self, res, recon: torch.Tensor, x: torch.Tensor, loss: torch.Tensor, world: int) -> None:
+        S, f = self.cfg.stages, self.cfg.downsample
+        self.used.scatter_(1, res.indices.permute(1, 0, 2, 3).reshape(S, -1), True)
+        if (res.n_stages.flatten() == S).any():
+            err = (recon - x).pow(2).mean(1).flatten()  # per pixel
+            per_pos = res.n_stages.repeat_interleave(f, 1).repeat_interleave(f, 2).flatten()
+            self.acc["mse"] += err[per_pos == S].mean().item()
+            self.acc["n"] += 1
+        self.acc["loss"] += loss.item()
+        self.acc["steps"] += 1
+        self.crops += x.shape[0] * world
+
+    def report(self, step: int, tcfg: TrainConfig, model: VQVAE) -> tuple[dict[str, Any], float]:
+        """(the log entry, seconds per step) of the window; then a new window starts."""
+        dt = time.time() - self.t_last
+        a = self.acc
+        info = {"step": step, "loss": round(a["loss"] / a["steps"], 5),
+                "psnr": round(psnr_from_mse(a["mse"] / max(1, a["n"]), 1.0), 2),
+                "usage": [round(u, 3) for u in self.used.float().mean(1).tolist()],
+                "bits": round(mean_code_bits(model), 3),
+                "crops_per_s": round(self.crops / max(dt, 1e-9), 2), "lr": lr_at(step, tcfg)}
+        per_step = dt / a["steps"]
+        self.used.zero_()
+        self.acc = {"loss": 0.0, "mse": 0.0, "n": 0, "steps": 0}
+        self.t_last, self.crops = time.time(), 0
+        return info, per_step
+
+    def saved(self) -> dict[str, Any]:
+        return {**self.acc, "used": self.used.tolist()}
+
+
+def training_device(device: str) -> torch.device:
+    """The device to train on, with an index for CUDA (set_device needs one), made current."""
+    from .weights import resolve_device
 
     dev = resolve_device(device)
-    if dev.type == "cuda" and dev.index is None:  # set_device needs an index
+    if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    rank, world = dist_setup(dev)
-    ckpt = checkpoint_path(out)
+    return dev
+
+
+def _starting_point(cfg: ModelConfig, tcfg: TrainConfig, resume: Path | None, init: Path | None, widen: bool,
+                    rate_weight: float | None):
+    """(config, train config, the checkpoint's (tensors, meta) or None, the init weights or None)
+    of a run: a fresh one, a resumed one (its checkpoint's configs) or a fine-tune (init's config,
+    or cfg's sizes when widening)."""
+    from .weights import load_weights
 
     resumed = None
     if resume is not None:
@@ -330,9 +388,53 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
         cfg = start.config
     if rate_weight is not None and resumed is None:
         cfg = dataclasses.replace(cfg, rate_weight=rate_weight)
-    files = usable_images(data_dir)
-    val_files = usable_images(val_dir)[:val_images] if val_dir else []
+    return cfg, tcfg, resumed, start
 
+
+def _loader(files: list[Path], tcfg: TrainConfig, rank: int, first_step: int, dev: torch.device) -> DataLoader:
+    ds = CropDataset(files, tcfg.crop, tcfg.seed, rank, cache=tcfg.cache)
+    return DataLoader(ds, batch_sampler=StepSampler(tcfg.batch_size, first_step, tcfg.steps),
+                      num_workers=tcfg.workers, pin_memory=dev.type == "cuda",
+                      persistent_workers=False, prefetch_factor=4 if tcfg.workers else None,
+                      # Its own generator: creating the iterator must not draw from the global RNG,
+                      # or a resumed run would drift from an uninterrupted one.
+                      generator=torch.Generator().manual_seed(tcfg.seed))
+
+
+def _ms_ssim(tcfg: TrainConfig):
+    """pytorch_msssim's ms_ssim when the loss has an MS-SSIM term, else None."""
+    if tcfg.msssim_weight <= 0:
+        return None
+    from pytorch_msssim import ms_ssim
+
+    if tcfg.crop < 176:
+        raise VQError(f"msssim_weight needs crop >= 176 (MS-SSIM's 5 scales), got {tcfg.crop}",
+                      params=("msssim_weight", "crop"))
+    return ms_ssim
+
+
+@dataclass
+class Run:
+    """A training run's parts, as the loop uses them."""
+
+    model: VQVAE
+    net: torch.nn.Module  # the model, or its DDP wrapper
+    opt: torch.optim.Optimizer
+    state: TrainState
+    cfg: ModelConfig
+    tcfg: TrainConfig
+    dev: torch.device
+    rank: int
+    world: int
+    ckpt: Path
+
+    def checkpoint(self) -> None:
+        save_checkpoint(self.ckpt, self.model, self.opt, self.cfg, self.tcfg, self.state)
+
+
+def _build(cfg: ModelConfig, tcfg: TrainConfig, dev: torch.device, rank: int, world: int, ckpt: Path, resumed,
+           start, widen: bool) -> Run:
+    """The model, optimizer and state of a run: seeded, then restored from a checkpoint or warm-started."""
     torch.manual_seed(tcfg.seed + rank)
     random.seed(tcfg.seed + rank)
     np.random.seed(tcfg.seed + rank)
@@ -349,34 +451,54 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
         # The quantizer keeps its buffers in sync itself; DDP must not overwrite them from rank 0.
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)
+    return Run(model, net, opt, state, cfg, tcfg, dev, rank, world, ckpt)
 
-    ds = CropDataset(files, tcfg.crop, tcfg.seed, rank, cache=tcfg.cache)
-    loader = DataLoader(ds, batch_sampler=StepSampler(tcfg.batch_size, state.step, tcfg.steps),
-                        num_workers=tcfg.workers, pin_memory=dev.type == "cuda",
-                        persistent_workers=False, prefetch_factor=4 if tcfg.workers else None,
-                        # Its own generator: creating the iterator must not draw from the global RNG,
-                        # or a resumed run would drift from an uninterrupted one.
-                        generator=torch.Generator().manual_seed(tcfg.seed))
-    ms_ssim = None
-    if tcfg.msssim_weight > 0:
-        from pytorch_msssim import ms_ssim
-        if tcfg.crop < 176:
-            raise VQError(f"msssim_weight needs crop >= 176 (MS-SSIM's 5 scales), got {tcfg.crop}",
-                          params=("msssim_weight", "crop"))
 
-    show = progress and rank == 0
-    prog, console = _reporter(tcfg.steps, state.step, show)
+def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val_dir: Path | None = None,
+          resume: Path | None = None, device: str = "auto", half: bool = True,
+          progress: bool = True, log_every: int = 50, val_images: int = 8,
+          on_step: Callable[[int], None] | None = None, init: Path | None = None,
+          rate_weight: float | None = None, widen: bool = False) -> TrainResult:
+    """Train (or resume) and write release weights to `out` (rank 0).
+
+    init: release weights to start from (fine-tuning: their config replaces `cfg`, the optimizer
+    starts fresh with tcfg's warm-up); not with resume, which restores a whole training state.
+    rate_weight: replaces the model config's (fresh or from init) entropy-constrained assignment
+    weight; a resumed run keeps its checkpoint's.
+    widen: with init, grow init's network to `cfg`'s sizes, computing the same images at the start.
+    """
+    if init is not None and resume is not None:
+        raise VQError("start from weights or resume a checkpoint, not both")
+    dev = training_device(device)
+    rank, world = dist_setup(dev)
+    cfg, tcfg, resumed, start = _starting_point(cfg, tcfg, resume, init, widen, rate_weight)
+    files = usable_images(data_dir)
+    val_files = usable_images(val_dir)[:val_images] if val_dir else []
+    run = _build(cfg, tcfg, dev, rank, world, checkpoint_path(out), resumed, start, widen)
+    loader = _loader(files, run.tcfg, rank, run.state.step, dev)
+    ms_ssim = _ms_ssim(run.tcfg)
+    prog, console = _reporter(tcfg.steps, run.state.step, progress and rank == 0)
     if rank == 0:
-        console.print(f"training {sum(p.numel() for p in model.parameters()):,} parameters on {dev} "
-                      f"x{world}, {len(files)} images, steps {state.step}->{tcfg.steps}, batch {tcfg.batch_size}x{tcfg.crop}²")
-    S, K = cfg.stages, cfg.codebook_size
-    used = torch.zeros(S, K, dtype=torch.bool, device=dev)  # on the device: no index copy per step
-    acc = {"loss": 0.0, "mse": 0.0, "n": 0, "steps": 0}
-    if state.window:
-        used = torch.tensor(state.window.pop("used"), dtype=torch.bool, device=dev)
-        acc = state.window
-    t_last, n_last = time.time(), 0
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16(tcfg.precision, dev))
+        console.print(f"training {sum(p.numel() for p in run.model.parameters()):,} parameters on {dev} "
+                      f"x{world}, {len(files)} images, steps {run.state.step}->{tcfg.steps}, batch "
+                      f"{tcfg.batch_size}x{tcfg.crop}²")
+    _loop(run, loader, ms_ssim, val_files, log_every, on_step, prog, console, progress and rank == 0)
+    summary: dict[str, Any] = {}
+    run.checkpoint()
+    if rank == 0:
+        summary = finalize(run.model, cfg, tcfg, run.state, files, out, dev, half, console)
+    if world > 1:
+        dist.barrier()
+    return TrainResult(run.model, summary, run.state.history)
+
+
+def _loop(run: Run, loader: DataLoader, ms_ssim, val_files: list[Path], log_every: int,
+          on_step: Callable[[int], None] | None, prog, console, show: bool) -> None:
+    """The optimisation steps up to tcfg.steps: logs, validation, checkpoints; on an interrupt
+    (Ctrl-C, SIGTERM on any rank) a checkpoint between two steps, then TrainingInterrupted."""
+    model, state, tcfg = run.model, run.state, run.tcfg
+    window = Window(run.cfg, run.dev, state.window)
+    autocast = torch.autocast(run.dev.type, dtype=torch.bfloat16, enabled=use_bf16(tcfg.precision, run.dev))
     model.train()
     step = state.step
     t_start = time.time() - state.seconds
@@ -387,86 +509,53 @@ def train(data_dir: Path, out: Path, cfg: ModelConfig, tcfg: TrainConfig, *, val
     try:
         for batch in loader:
             between_steps = False
-            x = batch.to(dev, non_blocking=True).float() / 255.0
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, tcfg)
-            with autocast:
-                res = net(x)
-            recon = res.recon.float()
-            mse = F.mse_loss(recon, x)
-            loss = mse + cfg.beta * res.commit_loss
-            if ms_ssim is not None:
-                loss = loss + tcfg.msssim_weight * (1 - ms_ssim(recon.clamp(0, 1), x, data_range=1.0))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            x = batch.to(run.dev, non_blocking=True).float() / 255.0
+            res, recon, loss = train_step(run.net, model, run.opt, x, run.cfg, autocast, lr_at(step, tcfg),
+                                          tcfg.msssim_weight, ms_ssim)
             step += 1
-            full = res.n_stages.flatten() == S
-            used.scatter_(1, res.indices.permute(1, 0, 2, 3).reshape(S, -1), True)
-            # Report PSNR of the full-rate reconstructions only, so dropout does not blur the figure.
-            if full.any():
-                err = (recon - x).pow(2).mean(1).flatten()  # per pixel
-                per_pos = res.n_stages.repeat_interleave(cfg.downsample, 1).repeat_interleave(cfg.downsample, 2).flatten()
-                acc["mse"] += err[per_pos == S].mean().item()
-                acc["n"] += 1
-            acc["loss"] += loss.item()
-            acc["steps"] += 1
-            n_last += x.shape[0] * world
+            window.add(res, recon, x, loss, run.world)
             if step % log_every == 0 or step == tcfg.steps:
-                dt = time.time() - t_last
-                info = {"step": step, "loss": round(acc["loss"] / acc["steps"], 5),
-                        "psnr": round(psnr_from_mse(acc["mse"] / max(1, acc["n"]), 1.0), 2),
-                        "usage": [round(u, 3) for u in used.float().mean(1).tolist()],
-                        "bits": round(mean_code_bits(model), 3),
-                        "crops_per_s": round(n_last / max(dt, 1e-9), 2), "lr": lr_at(step, tcfg)}
+                info, per_step = window.report(step, tcfg, model)
                 state.history.append(info)
-                if rank == 0:
-                    usage = " ".join(f"{100 * u:.0f}" for u in info["usage"])
-                    line = (f"loss {info['loss']:.4f} psnr {info['psnr']:.2f} bits/index {info['bits']:.2f} usage% {usage} "
-                            f"{info['crops_per_s']:.1f} crops/s")
-                    if prog and console.is_terminal:
-                        prog.update(prog.task_ids[0], completed=step, info=line)
-                    elif show:
-                        eta = (tcfg.steps - step) * dt / acc["steps"]
-                        console.print(f"step {step}/{tcfg.steps} {line} eta {eta / 60:.1f} min", highlight=False)
-                used.zero_()
-                acc = {"loss": 0.0, "mse": 0.0, "n": 0, "steps": 0}
-                t_last, n_last = time.time(), 0
+                if run.rank == 0:
+                    _log(info, (tcfg.steps - step) * per_step, tcfg.steps, prog, console, show)
             elif prog:
                 prog.update(prog.task_ids[0], completed=step)
             state.step, state.seconds = step, time.time() - t_start
             between_steps = True
-            if rank == 0 and val_files and (step % tcfg.val_every == 0 or step == tcfg.steps):
-                v = validate(model, val_files, dev)
+            if run.rank == 0 and val_files and (step % tcfg.val_every == 0 or step == tcfg.steps):
+                v = validate(model, val_files, run.dev)
                 state.history.append({"step": step, "val": v})
                 console.print(f"val @ {step}: psnr by stages {v['psnr']}  usage {v['usage']}", highlight=False)
             if step % tcfg.ckpt_every == 0:
-                state.window = {**acc, "used": used.tolist()}
-                save_checkpoint(ckpt, model, opt, cfg, tcfg, state)
+                state.window = window.saved()
+                run.checkpoint()
             if on_step:
                 on_step(step)
-            if stop.everywhere(world, dev) and step < tcfg.steps:
+            if stop.everywhere(run.world, run.dev) and step < tcfg.steps:
                 raise KeyboardInterrupt
     except KeyboardInterrupt:
         if prog:
             prog.stop()
         if not between_steps:  # a second Ctrl-C inside a step: its state is half-updated, keep the last checkpoint
-            raise TrainingInterrupted(ckpt, step, saved=False) from None
-        state.seconds, state.window = time.time() - t_start, {**acc, "used": used.tolist()}
-        save_checkpoint(ckpt, model, opt, cfg, tcfg, state)
-        raise TrainingInterrupted(ckpt, step) from None
+            raise TrainingInterrupted(run.ckpt, step, saved=False) from None
+        state.seconds, state.window = time.time() - t_start, window.saved()
+        run.checkpoint()
+        raise TrainingInterrupted(run.ckpt, step) from None
     finally:
         stop.restore()
     if prog:
         prog.stop()
-    summary: dict[str, Any] = {}
-    save_checkpoint(ckpt, model, opt, cfg, tcfg, state)
-    if rank == 0:
-        summary = finalize(model, cfg, tcfg, state, files, out, dev, half, console)
-    if world > 1:
-        dist.barrier()
-    return TrainResult(model, summary, state.history)
+
+
+def _log(info: dict[str, Any], eta_s: float, steps: int, prog, console, show: bool) -> None:
+    usage = " ".join(f"{100 * u:.0f}" for u in info["usage"])
+    line = (f"loss {info['loss']:.4f} psnr {info['psnr']:.2f} bits/index {info['bits']:.2f} usage% {usage} "
+            f"{info['crops_per_s']:.1f} crops/s")
+    if prog and console.is_terminal:
+        prog.update(prog.task_ids[0], completed=info["step"], info=line)
+    elif show:
+        console.print(f"step {info['step']}/{steps} {line} eta {eta_s / 60:.1f} min", highlight=False)
 
 
 def finalize(model: VQVAE, cfg: ModelConfig, tcfg: TrainConfig, state: TrainState, files: list[Path], out: Path,
