@@ -28,6 +28,14 @@ def _read_input(src: str) -> bytes:
     return read_file(src)
 
 
+def _open_job(job: Job, force: bool) -> bytes:
+    """A job's input bytes, once its output may be written (its folder made, as mkdir -p would)."""
+    if job.mkdir:
+        Path(job.dst).parent.mkdir(parents=True, exist_ok=True)
+    check_target(job.dst, force)
+    return _read_input(job.src)
+
+
 # -- batches ------------------------------------------------------------------------------------
 def plan_jobs(inputs: list[str], output: str | None, suffix: str, find, what: str) -> tuple[list[Job], bool]:
     """(jobs, batch) for compress or decompress: each input goes to the same name with `suffix`
@@ -117,10 +125,7 @@ def _compress_one(weights, job: Job, rate: dict, force: bool, verify: bool,
     from .images import decode_image
     from .metrics import image_quality
 
-    if job.mkdir:
-        Path(job.dst).parent.mkdir(parents=True, exist_ok=True)
-    check_target(job.dst, force)
-    raw = _read_input(job.src)
+    raw = _open_job(job, force)
     image = decode_image(raw, input_name(job.src), max_pixels)
     n_raw = len(raw)
     del raw  # the input file need not stay in memory while the model runs
@@ -320,11 +325,8 @@ def decompress_one(weights, job: Job, stages: int | None, force: bool,
     from . import format as vqz
     from .codec import decompress
 
-    if job.mkdir:
-        Path(job.dst).parent.mkdir(parents=True, exist_ok=True)
-    check_target(job.dst, force)
+    data = _open_job(job, force)
     name = input_name(job.src)
-    data = _read_input(job.src)
     header = vqz.read_header(data, name)
     check_size(header.width, header.height, name, max_pixels)  # before the model loads
     dec = decompress(weights(header.model_id, name), data, stages, name, max_pixels)

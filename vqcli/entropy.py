@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -89,11 +89,13 @@ def quantize(weights: np.ndarray, total: int) -> np.ndarray:
 
 @dataclass
 class EntropyModel:
-    """Integer tables for every stage; `context` is None for the static model."""
+    """Integer tables for every stage; `context` is None for the static model. Each stage is coded
+    by the StageCoder that stage_coder() picks once (a SpatialModel's neighbour stages differ)."""
 
     static: np.ndarray  # [S, K] int64, rows sum to total
     context: np.ndarray | None  # [S, K, K] int64: row a = table given context code a
     total: int
+    _coders: dict[int, StageCoder] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def kind(self) -> str:
@@ -103,48 +105,24 @@ class EntropyModel:
     def codebook(self) -> int:
         return self.static.shape[1]
 
-    # -- tables per symbol -----------------------------------------------------------------
-    def _contexts(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
-        """Context code per position [h, w] (-1: none, use the static table)."""
-        h, w = grid.shape
-        if self.context is None:
-            return np.full((h, w), -1, dtype=np.int64)
-        if stage > 0:
-            return prev.astype(np.int64)
-        up = np.full((h, w), -1, dtype=np.int64)
-        up[1:] = grid[:-1]
-        return up
+    def stage_coder(self, stage: int) -> StageCoder:
+        """How the stage is coded (chosen once per stage)."""
+        if stage not in self._coders:
+            self._coders[stage] = self._new_coder(stage)
+        return self._coders[stage]
 
-    def _freqs(self, stage: int, ctx: np.ndarray) -> np.ndarray:
-        """Frequencies [n, K] for context codes ctx [n]."""
-        if self.context is None:
-            return np.broadcast_to(self.static[stage], (ctx.shape[0], self.codebook))
-        rows = self.context[stage][np.maximum(ctx, 0)]
-        return np.where((ctx < 0)[:, None], self.static[stage][None], rows)
+    def _new_coder(self, stage: int) -> StageCoder:
+        return RasterCoder(self, stage)
 
-    def _probs(self, stage: int, ctx: np.ndarray) -> np.ndarray:
-        """float64 [n, K] for constriction: exact (dyadic) and C-contiguous (it ignores strides)."""
-        return np.ascontiguousarray(self._freqs(stage, ctx), dtype=np.float64) / self.total
-
-    def ideal_bits(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> float:
-        """-sum log2 p of the stage's codes under this model (the size an ideal coder reaches)."""
-        keep = coded(grid)
-        ctx = self._contexts(stage, grid, prev).ravel()[keep]
-        sym = grid.ravel()[keep].astype(np.int64)
-        bits = 0.0
-        for i in range(0, sym.size, BLOCK):
-            f = self._freqs(stage, ctx[i:i + BLOCK])
-            p = np.take_along_axis(f, sym[i:i + BLOCK, None], 1)[:, 0]
-            bits += float(-np.log2(p / self.total).sum())
-        return bits
-
+    # -- rate estimates for the encoder ----------------------------------------------------
     def symbol_bits(self, indices: np.ndarray) -> np.ndarray:
         """Bits of every index of indices [S, h, w] under the stage-to-stage tables alone (no
         neighbours, which depend on what the stage map keeps): the stage map's rate estimate."""
         idx = np.asarray(indices, dtype=np.int64)
         out = np.empty(idx.shape, dtype=np.float64)
         for s in range(idx.shape[0]):
-            ctx = EntropyModel._contexts(self, s, idx[s], idx[s - 1] if s else None)
+            raster = RasterCoder(self, s)
+            ctx = raster.contexts(idx[s], idx[s - 1] if s else None)
             static = self.static[s][idx[s]]
             f = static if self.context is None else np.where(ctx < 0, static, self.context[s][np.maximum(ctx, 0), idx[s]])
             out[s] = -np.log2(f / self.total)
@@ -163,12 +141,8 @@ class EntropyModel:
 
     # -- bounds on untrusted payloads ----------------------------------------------------------
     def min_symbol_bits(self, stage: int) -> float:
-        """The fewest bits any index of the stage can cost: -log2 of the largest entry of any of
-        its tables (one count of slack for constriction's fixed-point rounding)."""
-        top = int(self.static[stage].max())
-        if self.context is not None:
-            top = max(top, int(self.context[stage].max()))
-        return -math.log2(min(1.0, (top + 1) / self.total))
+        """The fewest bits any index of the stage can cost."""
+        return self.stage_coder(stage).min_bits()
 
     def min_payload_bits(self, stage: int, n: int) -> float:
         """A lower bound on the coded size of n indices of the stage.
@@ -194,69 +168,41 @@ class EntropyModel:
                           f"{n} indices: at least {math.ceil(need / 8)} bytes under the model's tables)")
 
     # -- coding ----------------------------------------------------------------------------
-    def encode_stage(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> bytes:
-        """Code one stage's indices [h, w] (raster order); prev = stage-1 indices for stage >= 1."""
-        import constriction
+    def freq_blocks(self, stage: int, grid: np.ndarray, prev: np.ndarray | None, order: np.ndarray | None = None,
+                    reverse: bool = False):
+        """(start, integer frequencies [n, K]) of the positions `order` (default: the stage's coding
+        order), BLOCK positions at a time, last block first with reverse: the encoder side, where
+        every context is known (memory bounded by BLOCK, whatever the image size)."""
+        coder = self.stage_coder(stage)
+        return coder.freq_blocks(grid, prev, coder.order(grid) if order is None else order, reverse)
 
-        keep = coded(grid)
-        ctx = self._contexts(stage, grid, prev).ravel()[keep]
-        sym = grid.ravel()[keep].astype(np.int32)
-        family = constriction.stream.model.Categorical(perfect=False)
-        coder = constriction.stream.stack.AnsCoder()
-        # ANS is a stack: code the blocks last to first so that they decode first to last.
-        # The stream does not depend on the block split, only on each symbol's table.
-        starts = list(range(0, sym.size, BLOCK))
-        for i in reversed(starts):
-            probs = self._probs(stage, ctx[i:i + BLOCK])
-            coder.encode_reverse(sym[i:i + BLOCK], family, probs)
-        return coder.get_compressed().astype("<u4").tobytes()
-
-    def decode_stage(self, stage: int, payload: bytes, shape: tuple[int, int], prev: np.ndarray | None,
-                     name: str = "<input>", active: np.ndarray | None = None) -> np.ndarray:
-        """Inverse of encode_stage -> int64 [h, w]; active: bool [h, w], the positions the stage
-        covers (default all; -1 elsewhere)."""
-        import constriction
-
-        if len(payload) % 4:
-            raise VQError(f"{name}: corrupt stage {stage + 1} chunk (length {len(payload)} is not whole words)")
-        h, w = shape
-        if active is None:
-            active = np.ones((h, w), dtype=bool)
-        n = int(active.sum())
-        family = constriction.stream.model.Categorical(perfect=False)
-        try:
-            coder = constriction.stream.stack.AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
-            out = np.full((h, w), -1, dtype=np.int64)
-            self._decode_symbols(stage, coder, family, out, prev, active)
-            unfinished = not coder.is_empty()  # a valid stream ends exactly in the coder's start state
-        except (ValueError, RuntimeError, AssertionError) as e:
-            raise VQError(f"{name}: corrupt stage {stage + 1} chunk ({e})") from None
-        if unfinished:
-            raise VQError(f"{name}: corrupt stage {stage + 1} chunk (its stream does not end with its {n} "
-                          f"indices: surplus or missing words)")
-        return out
-
-    def _decode_symbols(self, stage: int, coder, family, out: np.ndarray, prev: np.ndarray | None,
-                        active: np.ndarray) -> None:
-        """Decode the stage's indices into out [h, w] (-1 filled) at the active positions, in the
-        order encode_stage coded them."""
-        h, w = out.shape
-        if self.context is not None and stage == 0:
-            # The up-neighbour context of a row is the row before it: decode row by row.
-            for r in range(h):
-                ctx = out[r - 1] if r else np.full(w, -1, dtype=np.int64)
-                cols = np.flatnonzero(active[r])
-                out[r, cols] = coder.decode(family, self._probs(0, ctx[cols]))
-            return
-        keep = np.flatnonzero(active)
-        ctx = self._contexts(stage, out, prev).ravel()[keep]
-        flat = out.reshape(-1)
-        for i in range(0, keep.size, BLOCK):
-            flat[keep[i:i + BLOCK]] = coder.decode(family, self._probs(stage, ctx[i:i + BLOCK]))
+    def ideal_bits(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> float:
+        """-sum log2 p of the stage's codes under this model (the size an ideal coder reaches)."""
+        order = self.stage_coder(stage).order(grid)
+        sym = grid.ravel()[order].astype(np.int64)
+        return sum(_bits(f, sym[i:i + BLOCK], self.total) for i, f in self.freq_blocks(stage, grid, prev, order))
 
     def code_stage(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> tuple[bytes, float]:
-        """encode_stage's payload and the stage's ideal_bits, from one pass over its tables."""
-        return self.encode_stage(stage, grid, prev), self.ideal_bits(stage, grid, prev)
+        """One stage's indices [h, w] (-1: absent, not coded) -> (payload, ideal bits), in one pass
+        over its tables; prev = the previous stage's indices for stage >= 1."""
+        import constriction
+
+        order = self.stage_coder(stage).order(grid)
+        sym = grid.ravel()[order].astype(np.int64)
+        family = constriction.stream.model.Categorical(perfect=False)
+        coder = constriction.stream.stack.AnsCoder()
+        bits = 0.0
+        # ANS is a stack: the blocks go in last to first, so that they decode first to last. The
+        # stream does not depend on the block split, only on each symbol's table.
+        for i, f in self.freq_blocks(stage, grid, prev, order, reverse=True):
+            block = sym[i:i + BLOCK]
+            coder.encode_reverse(block.astype(np.int32), family, _probs(f, self.total))
+            bits += _bits(f, block, self.total)
+        return coder.get_compressed().astype("<u4").tobytes(), bits
+
+    def encode_stage(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> bytes:
+        """Code one stage's indices [h, w]; prev = stage-1 indices for stage >= 1."""
+        return self.code_stage(stage, grid, prev)[0]
 
     def encode_stages(self, indices: np.ndarray, ideal: list[float] | None = None) -> list[bytes]:
         """Payload of every stage of indices [s, h, w] (-1: absent); ideal: a list that receives
@@ -269,17 +215,128 @@ class EntropyModel:
                 ideal.append(bits)
         return out
 
+    def decode_stage(self, stage: int, payload: bytes, shape: tuple[int, int], prev: np.ndarray | None,
+                     name: str = "<input>", active: np.ndarray | None = None) -> np.ndarray:
+        """Inverse of encode_stage -> int64 [h, w]; active: bool [h, w], the positions the stage
+        covers (default all; -1 elsewhere). The caller bounds the payload first (check_payload)."""
+        import constriction
+
+        if len(payload) % 4:
+            raise VQError(f"{name}: corrupt stage {stage + 1} chunk (length {len(payload)} is not whole words)")
+        h, w = shape
+        if active is None:
+            active = np.ones((h, w), dtype=bool)
+        family = constriction.stream.model.Categorical(perfect=False)
+        try:
+            coder = constriction.stream.stack.AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+            out = np.full((h, w), -1, dtype=np.int64)
+            self.stage_coder(stage).decode(coder, family, out, prev, active)
+            unfinished = not coder.is_empty()  # a valid stream ends exactly in the coder's start state
+        except (ValueError, RuntimeError, AssertionError) as e:
+            raise VQError(f"{name}: corrupt stage {stage + 1} chunk ({e})") from None
+        if unfinished:
+            raise VQError(f"{name}: corrupt stage {stage + 1} chunk (its stream does not end with its "
+                          f"{int(active.sum())} indices: surplus or missing words)")
+        return out
+
+
+def _probs(f: np.ndarray, total: int) -> np.ndarray:
+    """float64 [n, K] for constriction: exact (dyadic) and C-contiguous (it ignores strides)."""
+    return np.ascontiguousarray(f, dtype=np.float64) / total
+
+
+def _bits(f: np.ndarray, sym: np.ndarray, total: int) -> float:
+    """-sum log2 p of symbols sym [n] under frequencies f [n, K]."""
+    return float(-np.log2(np.take_along_axis(f, sym[:, None], 1)[:, 0] / total).sum())
+
+
+class StageCoder:
+    """How one stage's indices are ordered, given their tables and decoded."""
+
+    def order(self, grid: np.ndarray) -> np.ndarray:
+        """Raster indices of the coded (non-negative) positions, in coding order."""
+        raise NotImplementedError
+
+    def freq_blocks(self, grid: np.ndarray, prev: np.ndarray | None, order: np.ndarray, reverse: bool):
+        """(start, frequencies [n, K]) of the positions `order`, BLOCK at a time."""
+        raise NotImplementedError
+
+    def min_bits(self) -> float:
+        """The fewest bits any index can cost (the readers' payload bound)."""
+        raise NotImplementedError
+
+    def decode(self, coder, family, out: np.ndarray, prev: np.ndarray | None, active: np.ndarray) -> None:
+        """Decode the active positions into out [h, w] (-1 filled), in coding order."""
+        raise NotImplementedError
+
+
+class RasterCoder(StageCoder):
+    """The static and context models: raster order, each symbol's table chosen by a context code
+    the decoder already has (the previous stage's code; for stage 1 the code one row up), or the
+    static table where there is none."""
+
+    def __init__(self, model: EntropyModel, stage: int) -> None:
+        self.model, self.stage = model, stage
+
+    def contexts(self, grid: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
+        """Context code per position [h, w] (-1: none, use the static table)."""
+        h, w = grid.shape
+        if self.model.context is None:
+            return np.full((h, w), -1, dtype=np.int64)
+        if self.stage > 0:
+            return prev.astype(np.int64)
+        up = np.full((h, w), -1, dtype=np.int64)
+        up[1:] = grid[:-1]
+        return up
+
+    def freqs(self, ctx: np.ndarray) -> np.ndarray:
+        """Frequencies [n, K] for context codes ctx [n]."""
+        m, s = self.model, self.stage
+        if m.context is None:
+            return np.broadcast_to(m.static[s], (ctx.shape[0], m.codebook))
+        return np.where((ctx < 0)[:, None], m.static[s][None], m.context[s][np.maximum(ctx, 0)])
+
+    def order(self, grid: np.ndarray) -> np.ndarray:
+        return coded(grid)
+
+    def freq_blocks(self, grid: np.ndarray, prev: np.ndarray | None, order: np.ndarray, reverse: bool):
+        ctx = self.contexts(grid, prev).ravel()[order]
+        starts = range(0, order.size, BLOCK)
+        for i in reversed(starts) if reverse else starts:
+            yield i, self.freqs(ctx[i:i + BLOCK])
+
+    def min_bits(self) -> float:
+        # -log2 of the largest entry of any table, with a count of slack for constriction's rounding
+        m = self.model
+        top = int(m.static[self.stage].max())
+        if m.context is not None:
+            top = max(top, int(m.context[self.stage].max()))
+        return -math.log2(min(1.0, (top + 1) / m.total))
+
+    def decode(self, coder, family, out: np.ndarray, prev: np.ndarray | None, active: np.ndarray) -> None:
+        h, w = out.shape
+        total = self.model.total
+        if self.model.context is not None and self.stage == 0:
+            # The up-neighbour context of a row is the row before it: decode row by row.
+            for r in range(h):
+                ctx = out[r - 1] if r else np.full(w, -1, dtype=np.int64)
+                cols = np.flatnonzero(active[r])
+                out[r, cols] = coder.decode(family, _probs(self.freqs(ctx[cols]), total))
+            return
+        keep = np.flatnonzero(active)
+        ctx = self.contexts(out, prev).ravel()[keep]
+        flat = out.reshape(-1)
+        for i in range(0, keep.size, BLOCK):
+            flat[keep[i:i + BLOCK]] = coder.decode(family, _probs(self.freqs(ctx[i:i + BLOCK]), total))
+
 
 @dataclass
 class SpatialModel(EntropyModel):
     """The ``spatial`` model: per stage, the table of a symbol is the normalised product of the
     tables of its active experts (each a [K, K] table indexed by a known code), divided by the
     static table once per extra expert: p(b | a, u, l) ~ p(b | a) p(b | u) p(b | l) / p(b)^2,
-    the naive-Bayes combination. Integer arithmetic only: products and shifts of integer
-    frequencies and fixed-point ratios, then normalisation to `total` with the remainder on
-    the most probable code. The most probable code's weight is capped at the others' sum
-    (p <= ~1/2), so every index costs at least ~1 bit: that bounds how many indices a short
-    payload can hold (check_payload), as for the other models."""
+    the naive-Bayes combination (DiagonalCoder). A stage whose experts include no neighbour is
+    coded as by the context model."""
 
     up: np.ndarray | None = None  # [S, K, K] tables given the code one row up (same stage)
     left: np.ndarray | None = None  # [S, K, K] tables given the code to the left (same stage)
@@ -289,35 +346,49 @@ class SpatialModel(EntropyModel):
         # table / static in RATIO_BITS fixed point, built once by integer division, capped at
         # MAX_RATIO (an expert raises a code's probability at most 256-fold) so that a product of
         # three experts stays below 2^32 before normalisation: no int64 overflow, whatever the weights.
-        self._up_ratio = np.minimum((self.up << RATIO_BITS) // self.static[:, None, :], MAX_RATIO)
-        self._left_ratio = np.minimum((self.left << RATIO_BITS) // self.static[:, None, :], MAX_RATIO)
+        self.up_ratio = np.minimum((self.up << RATIO_BITS) // self.static[:, None, :], MAX_RATIO)
+        self.left_ratio = np.minimum((self.left << RATIO_BITS) // self.static[:, None, :], MAX_RATIO)
 
     @property
     def kind(self) -> str:
         return "spatial"
 
-    def _experts(self, stage: int) -> int:
+    def expert_mask(self, stage: int) -> int:
         mask = self.experts[stage] if stage < len(self.experts) else PREV
         return mask & ~PREV if stage == 0 else mask
 
-    def _tables(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> list[tuple]:
-        """(table [K, K], ratio table [K, K] or None, context code per position [h, w], -1 for none)
-        of each active expert, in the fixed order PREV, UP, LEFT."""
-        mask, h, w = self._experts(stage), *grid.shape
+    def _new_coder(self, stage: int) -> StageCoder:
+        if self.expert_mask(stage) & (UP | LEFT):
+            return DiagonalCoder(self, stage)
+        return RasterCoder(self, stage)
+
+
+class DiagonalCoder(StageCoder):
+    """A stage of the spatial model with a neighbour expert: symbols in anti-diagonal order (every
+    up and left neighbour is decoded before them, so each diagonal is one vectorised coder call),
+    each table the integer product of its experts' tables. Integer arithmetic only: products and
+    shifts of integer frequencies and fixed-point ratios, then normalisation to `total` with the
+    remainder on the most probable code. The most probable code's weight is capped at the others'
+    sum (p <= ~1/2), so every index costs at least ~1 bit: that bounds how many indices a short
+    payload can hold (check_payload), as for the other models."""
+
+    def __init__(self, model: SpatialModel, stage: int) -> None:
+        self.model, self.stage, self.mask = model, stage, model.expert_mask(stage)
+
+    def _experts(self, prev: np.ndarray | None, up: np.ndarray, left: np.ndarray) -> list[tuple]:
+        """(table [K, K], ratio table [K, K] or None, context codes, -1 for none) of each active
+        expert, in the fixed order PREV, UP, LEFT."""
+        m, s = self.model, self.stage
         out = []
-        if mask & PREV:
-            out.append((self.context[stage], None, prev.astype(np.int64)))
-        if mask & UP:
-            up = np.full((h, w), -1, dtype=np.int64)
-            up[1:] = grid[:-1]
-            out.append((self.up[stage], self._up_ratio[stage], up))
-        if mask & LEFT:
-            left = np.full((h, w), -1, dtype=np.int64)
-            left[:, 1:] = grid[:, :-1]
-            out.append((self.left[stage], self._left_ratio[stage], left))
+        if self.mask & PREV:
+            out.append((m.context[s], None, prev))
+        if self.mask & UP:
+            out.append((m.up[s], m.up_ratio[s], up))
+        if self.mask & LEFT:
+            out.append((m.left[s], m.left_ratio[s], left))
         return out
 
-    def _product(self, stage: int, experts: list[tuple]) -> np.ndarray:
+    def product(self, experts: list[tuple]) -> np.ndarray:
         """Integer frequencies [n, K] summing to total from each expert's (table, ratio table,
         contexts [n]).
 
@@ -325,7 +396,8 @@ class SpatialModel(EntropyModel):
         table (the ratio tables, precomputed in 16-bit fixed point, so that the per-symbol work is
         multiplications and shifts, not divisions); a missing context contributes the static
         table, or a ratio of one."""
-        fs = self.static[stage]
+        m = self.model
+        fs = m.static[self.stage]
         f = None
         for table, ratio, ctx in experts:  # f <= 2^16, then 2^24, then 2^32 (ratios <= 2^24)
             if f is None:
@@ -341,74 +413,35 @@ class SpatialModel(EntropyModel):
         shift = np.maximum(np.frexp(f.max(1).astype(np.float64))[1] - 24, 0)
         f = np.maximum(f >> shift[:, None], 1)
         q = (1 << 46) // f.sum(1, keepdims=True)
-        f = 1 + ((f * (self.total - self.codebook)) * q >> 46)
-        f[rows, f.argmax(1)] += self.total - f.sum(1)
+        f = 1 + ((f * (m.total - m.codebook)) * q >> 46)
+        f[rows, f.argmax(1)] += m.total - f.sum(1)
         return f
 
-    def _neighbours(self, stage: int) -> bool:
-        """Whether the stage uses a neighbour expert; a stage without codes as the context model."""
-        return bool(self._experts(stage) & (UP | LEFT))
+    def order(self, grid: np.ndarray) -> np.ndarray:
+        order = _diagonal_order(*grid.shape)
+        return order[grid.ravel()[order] >= 0]
 
-    def freq_blocks(self, stage: int, grid: np.ndarray, prev: np.ndarray | None, order: np.ndarray | None = None,
-                    reverse: bool = False):
-        """(start, frequencies [n, K]) of the raster positions in `order` (default all, in raster
-        order), BLOCK positions at a time, last block first with reverse: the encoder side, where
-        every context is known (memory bounded by BLOCK, whatever the image size)."""
-        if order is None:
-            order = np.arange(grid.size)
-        experts = [(t, r, c.ravel()[order]) for t, r, c in self._tables(stage, grid, prev)]
+    def freq_blocks(self, grid: np.ndarray, prev: np.ndarray | None, order: np.ndarray, reverse: bool):
+        h, w = grid.shape
+        up = np.full((h, w), -1, dtype=np.int64)
+        up[1:] = grid[:-1]
+        left = np.full((h, w), -1, dtype=np.int64)
+        left[:, 1:] = grid[:, :-1]
+        experts = [(t, r, c.ravel()[order]) for t, r, c in
+                   self._experts(None if prev is None else prev.astype(np.int64), up, left)]
         starts = range(0, order.size, BLOCK)
         for i in reversed(starts) if reverse else starts:
-            yield i, self._product(stage, [(t, r, c[i:i + BLOCK]) for t, r, c in experts])
+            yield i, self.product([(t, r, c[i:i + BLOCK]) for t, r, c in experts])
 
-    def ideal_bits(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> float:
-        if not self._neighbours(stage):
-            return super().ideal_bits(stage, grid, prev)
-        keep = coded(grid)
-        sym = grid.reshape(-1, 1)[keep].astype(np.int64)
-        bits = 0.0
-        for i, f in self.freq_blocks(stage, grid, prev, keep):
-            p = np.take_along_axis(f, sym[i:i + BLOCK], 1)[:, 0]
-            bits += float(-np.log2(p / self.total).sum())
-        return bits
-
-    def min_symbol_bits(self, stage: int) -> float:
-        if not self._neighbours(stage):
-            return super().min_symbol_bits(stage)
+    def min_bits(self) -> float:
         # The cap leaves the top code at most half the weight before normalisation; rounding adds
         # at most K units, and a count of slack covers constriction's fixed-point rounding.
-        return -math.log2(min(1.0, (self.total // 2 + self.codebook + 2) / self.total))
+        m = self.model
+        return -math.log2(min(1.0, (m.total // 2 + m.codebook + 2) / m.total))
 
-    def encode_stage(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> bytes:
-        if not self._neighbours(stage):
-            return super().encode_stage(stage, grid, prev)
-        return self.code_stage(stage, grid, prev)[0]
-
-    def code_stage(self, stage: int, grid: np.ndarray, prev: np.ndarray | None) -> tuple[bytes, float]:
-        import constriction
-
-        if not self._neighbours(stage):
-            return super().code_stage(stage, grid, prev)
-        order = _diagonal_order(*grid.shape)
-        order = order[grid.ravel()[order] >= 0]
-        sym = grid.ravel()[order].astype(np.int64)
-        family = constriction.stream.model.Categorical(perfect=False)
-        coder = constriction.stream.stack.AnsCoder()
-        bits = 0.0
-        # ANS is a stack: the blocks go in last to first, so that they decode first to last.
-        for i, f in self.freq_blocks(stage, grid, prev, order, reverse=True):
-            block = sym[i:i + BLOCK]
-            coder.encode_reverse(block.astype(np.int32), family, f.astype(np.float64) / self.total)
-            bits += float(-np.log2(np.take_along_axis(f, block[:, None], 1)[:, 0] / self.total).sum())
-        return coder.get_compressed().astype("<u4").tobytes(), bits
-
-    def _decode_symbols(self, stage: int, coder, family, out: np.ndarray, prev: np.ndarray | None,
-                        active: np.ndarray) -> None:
-        if not self._neighbours(stage):
-            return super()._decode_symbols(stage, coder, family, out, prev, active)
+    def decode(self, coder, family, out: np.ndarray, prev: np.ndarray | None, active: np.ndarray) -> None:
         h, w = out.shape
         padded = np.full((h + 1, w + 1), -1, dtype=np.int64)  # row 0 and column 0: "no neighbour"
-        mask = self._experts(stage)
         for d in range(h + w - 1):
             ys = np.arange(max(0, d - w + 1), min(h, d + 1))
             xs = d - ys
@@ -416,15 +449,9 @@ class SpatialModel(EntropyModel):
             ys, xs = ys[on], xs[on]
             if not ys.size:
                 continue
-            experts = []
-            if mask & PREV:
-                experts.append((self.context[stage], None, prev[ys, xs].astype(np.int64)))
-            if mask & UP:
-                experts.append((self.up[stage], self._up_ratio[stage], padded[ys, xs + 1]))
-            if mask & LEFT:
-                experts.append((self.left[stage], self._left_ratio[stage], padded[ys + 1, xs]))
-            probs = self._product(stage, experts).astype(np.float64) / self.total
-            sym = coder.decode(family, probs)
+            experts = self._experts(None if prev is None else prev[ys, xs].astype(np.int64), padded[ys, xs + 1],
+                                    padded[ys + 1, xs])
+            sym = coder.decode(family, _probs(self.product(experts), self.model.total))
             out[ys, xs] = sym
             padded[ys + 1, xs + 1] = sym
 

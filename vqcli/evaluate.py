@@ -78,21 +78,26 @@ def vq_points(weights, rgb: np.ndarray, tally: Tally, uniform: bool = False, eff
     from . import codec
     from .images import LoadedImage
 
-    h, w = rgb.shape[:2]
     t0 = time.perf_counter()
     enc = codec.ImageEncoder(weights, codec.entropy_model(weights), LoadedImage(rgb, None, "RGB"), "RGB", effort)
     t_model = time.perf_counter() - t0
-    out = []
-    for setting in range(1, weights.config.stages + 1) if uniform else VQ_QUALITIES:
-        t0 = time.perf_counter()
-        data = (enc.uniform(setting) if uniform else enc.adaptive(setting)).data
-        t_enc = t_model + time.perf_counter() - t0
-        t0 = time.perf_counter()
-        rec = codec.decompress(weights, data).rgb
-        t_dec = time.perf_counter() - t0
-        p, m = _score(rgb, rec, tally)
-        out.append(Point(setting, len(data) * 8 / (h * w), p, m, t_enc * 1e3, t_dec * 1e3))
-    return out
+    settings = range(1, weights.config.stages + 1) if uniform else VQ_QUALITIES
+    return [_timed_point(setting, rgb, tally, lambda s=setting: (enc.uniform(s) if uniform else enc.adaptive(s)).data,
+                         lambda data: codec.decompress(weights, data).rgb, t_model) for setting in settings]
+
+
+def _timed_point(setting: float, rgb: np.ndarray, tally: Tally, encode, decode, t_before: float = 0.0) -> Point:
+    """One point of a ladder: encode() -> bytes, decode(bytes) -> pixels, each timed (t_before:
+    encode work shared by the ladder, added to each point's encode time), scored against rgb."""
+    t0 = time.perf_counter()
+    data = encode()
+    t_enc = t_before + time.perf_counter() - t0
+    t0 = time.perf_counter()
+    rec = decode(data)
+    t_dec = time.perf_counter() - t0
+    p, m = _score(rgb, rec, tally)
+    h, w = rgb.shape[:2]
+    return Point(setting, len(data) * 8 / (h * w), p, m, t_enc * 1e3, t_dec * 1e3)
 
 
 def classical_points(name: str, rgb: np.ndarray, tally: Tally) -> list[Point]:
@@ -100,18 +105,8 @@ def classical_points(name: str, rgb: np.ndarray, tally: Tally) -> list[Point]:
     from PIL import Image
 
     im = Image.fromarray(rgb)
-    h, w = rgb.shape[:2]
-    out = []
-    for q in CLASSICAL[name].qualities:
-        t0 = time.perf_counter()
-        data = classical.encode(name, im, q)
-        t_enc = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        rec = classical.decode(data)
-        t_dec = time.perf_counter() - t0
-        p, m = _score(rgb, rec, tally)
-        out.append(Point(q, len(data) * 8 / (h * w), p, m, t_enc * 1e3, t_dec * 1e3))
-    return out
+    return [_timed_point(q, rgb, tally, lambda q=q: classical.encode(name, im, q), classical.decode)
+            for q in CLASSICAL[name].qualities]
 
 
 def mean_curve(per_image: list[list[Point]], key: str) -> list[dict[str, float]]:
