@@ -19,7 +19,7 @@ import torch
 from rich.progress import Progress
 
 from vqcli.data import usable_images
-from vqcli.indexstats import collect_index_stats
+from vqcli.indexcounts import collect_index_counts
 from vqcli.weights import load_weights, read_safetensors, save_weights, set_default_quality
 
 
@@ -35,7 +35,7 @@ def main() -> None:
     files = usable_images(a.data)
     with Progress(transient=True) as p:
         task = p.add_task("index statistics", total=len(files))
-        stats = collect_index_stats(w.model, files, on_image=lambda _: p.advance(task))
+        stats = collect_index_counts(w.model, files, on_image=lambda _: p.advance(task))
     old = {k: v for k, v in w.stats.items() if k in stats and v.shape == stats[k].shape}
     same = sorted(k for k, v in old.items() if torch.equal(v.to(stats[k].dtype), stats[k]))
     training = {**w.training, "stats_recollected": {"from_model": w.model_id, "images": len(files),

@@ -273,9 +273,9 @@ def _print_json(data) -> None:
 
 def _stats_out(weights, counts, as_json: bool, stderr: bool = False) -> None:
     """The statistics as a table (on stderr when stdout carries a figure) or JSON on stdout."""
-    from .stats import codebook_stats, render_table, report_dict
+    from .usage import codebook_usage, render_table, report_dict
 
-    st = codebook_stats(counts.histogram, counts.code_distance)
+    st = codebook_usage(counts.histogram, counts.code_distance)
     if as_json:
         _print_json(report_dict(st, counts.source, weights, {**counts.extra, "histogram": counts.histogram.tolist()}))
         return
@@ -300,15 +300,12 @@ def stats_codebook(
 ) -> None:
     """Per-stage code usage: used codes, perplexity, entropy, dead codes, top-1% share, distance."""
     def go() -> None:
-        from .errors import UsageError
-        from .fileio import STDIO, check_target
+        from .fileio import STDIO, check_target, one_stdout
         from .plots import codebook_figure, pyplot
-        from .stats import codebook_counts, codebook_vectors
+        from .usage import codebook_counts, codebook_vectors
         from .weights import load_weights
 
-        to_stdout = plot is not None and str(plot) == STDIO
-        if to_stdout and as_json:
-            raise UsageError("--json and --plot - would both write to stdout")
+        to_stdout = one_stdout(json=as_json, plot=plot is not None and str(plot) == STDIO)
         if plot is not None:
             check_target(plot, force)
             pyplot(plot)  # fail before any work when matplotlib is missing
@@ -332,7 +329,7 @@ def stats_file(
 ) -> None:
     """The same per-stage statistics for the indices stored in one .vqz file."""
     def go() -> None:
-        from .stats import file_counts
+        from .usage import file_counts
         from .weights import load_weights
 
         w = load_weights(weights, "cpu")
@@ -360,15 +357,13 @@ def eval_cmd(
     def go() -> None:
         import json
 
-        from .errors import UsageError
         from .evaluate import evaluate, parse_codecs, render
-        from .fileio import STDIO, check_target, write_target
+        from .fileio import STDIO, check_target, one_stdout, write_target
         from .weights import load_weights
 
         names = parse_codecs(codecs)
-        to_stdout = [t for t in (json_out, plot) if t is not None and str(t) == STDIO]
-        if len(to_stdout) > 1:
-            raise UsageError("--json - and --plot - would both write to stdout")
+        to_stdout = one_stdout(json=json_out is not None and str(json_out) == STDIO,
+                               plot=plot is not None and str(plot) == STDIO)
         for target in (json_out, plot):  # fail now, not after the whole evaluation
             if target is not None:
                 check_target(target, force, binary=target is plot)
@@ -421,17 +416,14 @@ def compare(
 
         from .compare import compare as run
         from .compare import grid_figure, parse_crop, render, target_bytes
-        from .errors import UsageError
         from .evaluate import parse_codecs
-        from .fileio import STDIO, check_target, write_target
+        from .fileio import STDIO, check_target, one_stdout, write_target
         from .images import load_image
         from .weights import load_weights
 
         names = parse_codecs(codecs)
         out = output if output is not None else image.with_suffix(".compare.png")
-        to_stdout = str(out) == STDIO
-        if to_stdout and json_out:
-            raise UsageError("--json cannot be used while the figure goes to stdout")
+        to_stdout = one_stdout(json=json_out, output=str(out) == STDIO)
         check_target(out, force)
         rgb = load_image(image).rgb
         h, w = rgb.shape[:2]

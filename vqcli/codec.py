@@ -172,7 +172,7 @@ def pack(weights: Weights, indices: torch.Tensor, width: int, height: int, alpha
 # -- compress -----------------------------------------------------------------------------------
 @dataclass
 class StageCoding:
-    """How one stage of one image was coded (vqcli.stats.StageStats is a codebook's usage)."""
+    """How one stage of one image was coded (vqcli.usage.StageUsage is a codebook's usage)."""
 
     stage: int  # 1-based
     bytes: int  # chunk payload

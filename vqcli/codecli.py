@@ -94,14 +94,18 @@ def run_jobs(jobs: list[Job], batch: bool, make_one, n_jobs: int | None = None) 
     return run_batch(jobs, make_one, n_jobs)
 
 
-def finish(results: list[dict[str, Any]], failed: int, show) -> int:
-    """Print the summary (`show(results)`) on the summary rank; its exit code says whether any file of
-    the whole run failed (other torchrun ranks exit 0, so that torchrun lets rank 0 report)."""
+def finish(results: list[dict[str, Any]], failed: int, show, as_json: bool, batch: bool) -> int:
+    """Print the summary on the summary rank: the reports as JSON (a list for a batch), or
+    `show(results)`; its exit code says whether any file of the whole run failed (other torchrun
+    ranks exit 0, so that torchrun lets rank 0 report)."""
     from .batch import is_summary_rank
 
     if not is_summary_rank():
         return 0
-    show(results)
+    if as_json:
+        print(json.dumps(results if batch else results[0], indent=1))
+    else:
+        show(results)
     return 1 if failed else 0
 
 
@@ -214,9 +218,6 @@ def run_compress(inputs: list[str], output: str | None, weights_path: Path | Non
     results, failed = run_jobs(jobs, batch, make_one, n_jobs)
 
     def show(results: list[dict[str, Any]]) -> None:
-        if as_json:
-            print(json.dumps(results if batch else results[0], indent=1))
-            return
         done = [i for i in results if "error" not in i]
         if batch and not verbose:  # a line per file and a summary; the tables with --verbose
             for i in done:
@@ -231,7 +232,7 @@ def run_compress(inputs: list[str], output: str | None, weights_path: Path | Non
             for t in compress_table(info):
                 out.print(t)
 
-    return finish(results, failed, show)
+    return finish(results, failed, show, as_json, batch)
 
 
 def compress_runner(weights_path: Path | None, device: str, rate: dict, force: bool, verify: bool,
@@ -295,16 +296,14 @@ def run_decompress(inputs: list[str], output: str | None, weights_path: Path | N
     results, failed = run_jobs(jobs, batch, make_one, n_jobs)
 
     def show(results: list[dict[str, Any]]) -> None:
-        if as_json:
-            print(json.dumps(results if batch else results[0], indent=1))
-        elif not any(j.dst == STDIO for j in jobs):
+        if not any(j.dst == STDIO for j in jobs):
             con = console(stderr=False)
             for i in results:
                 if "error" not in i:
                     con.print(f"{i['input']} -> {i['output']}: {i['width']}x{i['height']} {i['mode']}, "
                               f"{i['stages']} of {i['stages_stored']} stages", markup=False)
 
-    return finish(results, failed, show)
+    return finish(results, failed, show, as_json, batch)
 
 
 def decompress_runner(weights_path: Path | None, device: str, stages: int | None, force: bool,

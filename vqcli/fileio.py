@@ -126,6 +126,15 @@ def write_atomic(path: Path | str, data: bytes, force: bool = True) -> None:
         f.write(data)
 
 
+def one_stdout(**outputs: bool) -> bool:
+    """Whether any output goes to stdout ('-'); a UsageError when two would (outputs: each one's
+    option, as `json=True`, `plot=True`, true where that output is stdout)."""
+    on = [f"--{k}" for k, v in outputs.items() if v]
+    if len(on) > 1:
+        raise UsageError(f"{' and '.join(on)} would both write to stdout")
+    return bool(on)
+
+
 def check_target(dst: Path | str, force: bool, binary: bool = True) -> None:
     """Fail before any work if an output (a path, or '-' for stdout) cannot be written; binary
     data is never written to a terminal."""

@@ -32,7 +32,7 @@ from .data import CropDataset, StepSampler, usable_images
 from .errors import VQError
 from .fileio import atomic_output
 from .images import load_image
-from .indexstats import collect_index_stats
+from .indexcounts import collect_index_counts
 from .metrics import entropy_bits, psnr_from_mse
 from .model import VQVAE, pad_to_multiple, to_tensor
 from .quantizer import RATE_BUFFERS
@@ -569,7 +569,7 @@ def finalize(model: VQVAE, cfg: ModelConfig, tcfg: TrainConfig, state: TrainStat
     release.eval()
     with Progress(console=console, disable=not console.is_terminal, transient=True) as p:
         task = p.add_task("index histograms", total=len(files))
-        stats = collect_index_stats(release, files, dev, on_image=lambda _: p.advance(task))
+        stats = collect_index_counts(release, files, dev, on_image=lambda _: p.advance(task))
     hist = stats["histogram"]
     summary = {
         "steps": state.step, "seconds": round(state.seconds, 1), "images": len(files),

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from vqcli.cli import app
 from vqcli.metrics import bd_rate, pchip_integral, psnr
-from vqcli.stats import codebook_stats, file_histogram, sparkline, stage_stats
+from vqcli.usage import codebook_usage, file_histogram, sparkline, stage_usage
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 runner = CliRunner()
@@ -28,7 +28,7 @@ def hand_histogram() -> np.ndarray:
 
 
 def test_stats_exact_on_hand_histogram() -> None:
-    s1, s2, s3 = codebook_stats(hand_histogram(), [0.5, 0.25, 0.125])
+    s1, s2, s3 = codebook_usage(hand_histogram(), [0.5, 0.25, 0.125])
     assert (s1.used, s1.total, s1.dead, s1.top1_codes) == (100, 700, list(range(100, 200)), 2)
     assert s1.entropy_bits == pytest.approx(math.log2(100), abs=1e-12)
     assert s1.perplexity == pytest.approx(100, abs=1e-9)
@@ -41,12 +41,12 @@ def test_stats_exact_on_hand_histogram() -> None:
     assert s3.max_entropy_bits == pytest.approx(math.log2(200))
 
 
-def test_stage_stats_edge_cases() -> None:
-    one = stage_stats(np.array([0, 9, 0, 0]))
+def test_stage_usage_edge_cases() -> None:
+    one = stage_usage(np.array([0, 9, 0, 0]))
     assert (one.used, one.entropy_bits, one.perplexity, one.top1_codes, one.top1_share) == (1, 0.0, 1.0, 1, 1.0)
-    empty = stage_stats(np.zeros(4, dtype=np.int64))
+    empty = stage_usage(np.zeros(4, dtype=np.int64))
     assert empty.used == 0 and empty.perplexity == 0 and len(empty.dead) == 4
-    assert stage_stats(np.ones(256, dtype=np.int64)).top1_codes == 3  # ceil(2.56)
+    assert stage_usage(np.ones(256, dtype=np.int64)).top1_codes == 3  # ceil(2.56)
 
 
 def test_file_histogram_and_sparkline() -> None:

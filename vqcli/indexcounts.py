@@ -1,4 +1,5 @@
-"""Index statistics of a model over a set of images: what the entropy prior and `vq stats` use."""
+"""A model's index counts over a set of images (the `stats.*` tensors of a release): what the entropy
+tables and `vq stats` are made of."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from .model import pad_to_multiple, to_tensor
 
 
 @torch.no_grad()
-def collect_index_stats(model: torch.nn.Module, files: Iterable[Path], device: torch.device | str = "cpu",
+def collect_index_counts(model: torch.nn.Module, files: Iterable[Path], device: torch.device | str = "cpu",
                         on_image: Callable[[Path], None] | None = None) -> dict[str, torch.Tensor]:
     """Per-stage index histograms [S, K] (int64) over whole images, the mean squared
     distance of each stage's input vector to its code [S] (float32), and the context counts

@@ -1,4 +1,4 @@
-"""Codebook statistics: how each RVQ stage uses its K codes (pure numpy, exact).
+"""Codebook usage (`vq stats`): how each RVQ stage uses its K codes (pure numpy, exact).
 
 Sources: the histogram stored in the weights (training images), one recomputed over a
 folder of images, or the indices of one .vqz file. Everything here works on integer
@@ -21,7 +21,7 @@ SPARK = " ▁▂▃▄▅▆▇█"
 
 
 @dataclass
-class StageStats:
+class StageUsage:
     """Usage statistics of one stage's codebook."""
 
     stage: int  # 1-based, as shown to users
@@ -47,7 +47,7 @@ class StageStats:
         return d
 
 
-def stage_stats(counts: np.ndarray, stage: int = 1, code_distance: float | None = None) -> StageStats:
+def stage_usage(counts: np.ndarray, stage: int = 1, code_distance: float | None = None) -> StageUsage:
     """Statistics of one stage from its index counts [K] (an empty stage reports zeros)."""
     counts = np.asarray(counts, dtype=np.int64)
     if counts.ndim != 1 or counts.size < 1 or (counts < 0).any():
@@ -61,18 +61,18 @@ def stage_stats(counts: np.ndarray, stage: int = 1, code_distance: float | None 
         entropy = entropy_bits(counts)
         perplexity = float(2.0 ** entropy)
         top_share = int(np.sort(counts)[::-1][:top_n].sum()) / total
-    return StageStats(stage, k, total, int((counts > 0).sum()), entropy, perplexity,
+    return StageUsage(stage, k, total, int((counts > 0).sum()), entropy, perplexity,
                       np.flatnonzero(counts == 0).tolist(), top_n, top_share,
                       None if code_distance is None else float(code_distance))
 
 
-def codebook_stats(histogram: Any, code_distance: Any = None) -> list[StageStats]:
+def codebook_usage(histogram: Any, code_distance: Any = None) -> list[StageUsage]:
     """Per-stage statistics of a histogram [S, K] (numpy or torch), with optional distances [S]."""
     hist = to_numpy(histogram).astype(np.int64)
     if hist.ndim != 2:
         raise ValueError(f"expected a histogram [S, K], got shape {hist.shape}")
     dist = None if code_distance is None else to_numpy(code_distance).astype(np.float64).reshape(-1)
-    return [stage_stats(hist[s], s + 1, None if dist is None or s >= dist.size else float(dist[s]))
+    return [stage_usage(hist[s], s + 1, None if dist is None or s >= dist.size else float(dist[s]))
             for s in range(hist.shape[0])]
 
 
@@ -110,14 +110,14 @@ def codebook_counts(weights, images: Path | None = None, limit: int | None = Non
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from .images import images_in
-    from .indexstats import collect_index_stats
+    from .indexcounts import collect_index_counts
 
     files = images_in(images, limit)
     dev = next(weights.model.parameters()).device
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=Console(stderr=True), disable=not progress, transient=True) as p:
         task = p.add_task("index statistics", total=len(files))
-        st = collect_index_stats(weights.model, files, dev, on_image=lambda _: p.advance(task))
+        st = collect_index_counts(weights.model, files, dev, on_image=lambda _: p.advance(task))
     return IndexCounts(to_numpy(st["histogram"]).astype(np.int64), to_numpy(st["code_distance"]),
                        f"{len(files)} images in {images}", {"images": len(files)})
 
@@ -160,7 +160,7 @@ def _dead_text(dead: list[int], k: int, n: int = 3) -> str:
     return f"{len(dead)} ({', '.join(map(str, dead[:n]))}{', …' if len(dead) > n else ''})"
 
 
-def render_table(stats: list[StageStats], title: str, hist: np.ndarray | None = None, width: int = 120):
+def render_table(stats: list[StageUsage], title: str, hist: np.ndarray | None = None, width: int = 120):
     """A rich table: one row per stage, with a sorted-usage sparkline (sized to the terminal)."""
     from rich.table import Table
 
@@ -196,7 +196,7 @@ def render_table(stats: list[StageStats], title: str, hist: np.ndarray | None = 
     return Group(t, "[bold]usage per stage[/] (sorted counts, log scale)", *lines)
 
 
-def report_dict(stats: list[StageStats], source: str, weights, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def report_dict(stats: list[StageUsage], source: str, weights, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """JSON-ready report (histogram included, so a reader can recompute anything)."""
     return {"source": source, "model_id": weights.model_id,
             "weights": None if weights.path is None else str(weights.path),
