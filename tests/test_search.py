@@ -92,7 +92,7 @@ def test_bit_tables_price_as_symbol_bits(tiny_weights) -> None:
     """Stage s > 1 of symbol_bits is the stage's table at (previous code, code); stage 1 of the
     static model is its static table (the context model's stage 1 also looks up)."""
     w = load_weights(tiny_weights)
-    idx = codec.encode_indices(w, make_image(48, 64, 3)).numpy()
+    idx = codec.encode_indices(w, make_image(48, 64, 3))
     for kind in ("static", "context"):
         em = codec.entropy_model(w, kind)
         tables, sym = em.bit_tables(), em.symbol_bits(idx)
@@ -160,7 +160,7 @@ def test_effort_0_is_the_greedy_encoder(photo) -> None:
     w, image = photo
     res = codec.compress(w, image, stages=3, effort=0)
     assert res.effort == 0 and res.to_dict()["effort"] == 0
-    assert np.array_equal(codec.decompress(w, res.data).indices, codec.encode_indices(w, image.rgb)[:3].numpy())
+    assert np.array_equal(codec.decompress(w, res.data).indices, codec.encode_indices(w, image.rgb)[:3])
 
 
 def test_bad_effort_is_a_usage_error(photo) -> None:

@@ -79,8 +79,6 @@ def smooth_image(h: int, w: int, seed: int) -> np.ndarray:
 def vqz_seeds(weights) -> list[bytes]:
     """Valid files: every colour mode, both entropy models, assorted sizes, stage counts, stage maps,
     flat cells and padded stages."""
-    import torch
-
     from vqcli.codec import compress, pack
     from vqcli.images import LoadedImage
 
@@ -104,7 +102,7 @@ def vqz_seeds(weights) -> list[bytes]:
         rgb[:, :max(1, w // 2)] = (200, 100, 50)
         out.append(compress(weights, LoadedImage(rgb, None, "RGB"), quality=(29 * i) % 101).data)
     f, stages = weights.config.downsample, weights.config.stages
-    out.append(pack(weights, torch.zeros((stages, 30, 40), dtype=torch.int64), 40 * f, 30 * f, entropy="static"))
+    out.append(pack(weights, np.zeros((stages, 30, 40), dtype=np.int64), 40 * f, 30 * f, entropy="static"))
     return out
 
 

@@ -134,7 +134,7 @@ def main() -> None:
     if PADDED not in record:
         wt = load_weights(ROOT / TINY)
         f = wt.config.downsample
-        data = pack(wt, torch.zeros((wt.config.stages, 30, 40), dtype=torch.int64), 40 * f, 30 * f, entropy="static")
+        data = pack(wt, np.zeros((wt.config.stages, 30, 40), dtype=np.int64), 40 * f, 30 * f, entropy="static")
         record[PADDED] = write(PADDED, TINY, wt, data, "static")
     index.write_text(json.dumps(record, indent=1) + "\n")
 

@@ -33,7 +33,7 @@ def measure(weights_path: Path, val_dir: Path, limit: int = 10, pseudos: tuple[i
     n_idx = 0
     files = find_images(val_dir)[skip:skip + limit]
     for f in files:
-        idx = encode_indices(w, load_image(f).rgb).numpy()
+        idx = encode_indices(w, load_image(f).rgb)
         n_idx += idx[0].size
         for name, em in models.items():
             for s in range(S):

@@ -49,18 +49,19 @@ def entropy_model(weights: Weights, kind: str = "auto") -> EntropyModel:
 
 # -- indices <-> pixels -------------------------------------------------------------------------
 def encode_indices(weights: Weights, rgb: np.ndarray, tile: int | None = None, errors: bool = False):
-    """uint8 [H, W, 3] -> int64 [S, h, w], replicate-padded to the model's factor, all stages;
+    """uint8 [H, W, 3] -> int64 numpy [S, h, w], replicate-padded to the model's factor, all stages;
     with errors, also the squared latent residual [S, h, w] after each stage (the stage map's D).
+    Index grids are numpy at this module's boundary; torch stays inside the network passes.
 
     Tiled (vqcli.tiling; tile: core side in latent cells, default per device): the same indices
     as whole-image encoding except at float near-ties."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected uint8 [H, W, 3], got {rgb.dtype} {rgb.shape}")
     enc = tiling.encode(weights.model, rgb, tile, errors=errors)
-    return (enc.indices, enc.errors) if errors else enc.indices
+    return (enc.indices.numpy(), enc.errors.numpy()) if errors else enc.indices.numpy()
 
 
-def decode_indices(weights: Weights, indices: torch.Tensor, width: int, height: int,
+def decode_indices(weights: Weights, indices: np.ndarray, width: int, height: int,
                    tile: int | None = None, flat: FlatCells | None = None) -> np.ndarray:
     """int64 [s, h, w] (any prefix of the stages) -> uint8 [height, width, 3], padding cropped;
     flat cells (vqcli.flatcells) painted their colour, the decoder seeing at the uncoded ones the
@@ -78,7 +79,7 @@ def decode_indices(weights: Weights, indices: torch.Tensor, width: int, height: 
             return rgb
         colours, ids = flat.palette()
         fill = torch.from_numpy(ids), weights.model.flat_latent(torch.from_numpy(colours))
-    rgb = tiling.decode(weights.model, torch.as_tensor(indices), width, height, tile, fill=fill)
+    rgb = tiling.decode(weights.model, torch.as_tensor(np.asarray(indices)), width, height, tile, fill=fill)
     if fill is not None:
         flat.paint(rgb, f)
     return rgb
@@ -143,7 +144,7 @@ def encode_file(weights: Weights, em: EntropyModel, indices: np.ndarray, width: 
     return Coded(data, indices, payloads, ideal, stage_map, flat_payload)
 
 
-def pack(weights: Weights, indices: torch.Tensor, width: int, height: int, alpha: np.ndarray | None = None,
+def pack(weights: Weights, indices: np.ndarray, width: int, height: int, alpha: np.ndarray | None = None,
          mode: str | None = None, entropy: str = "auto", block: int = stagemap.BLOCK,
          flat: FlatCells | None = None) -> bytes:
     """Indices [s, h, w] (any prefix s <= S) -> a complete .vqz file.
@@ -154,7 +155,7 @@ def pack(weights: Weights, indices: torch.Tensor, width: int, height: int, alpha
     (default RGB, or RGBA with alpha); entropy: "auto" (the strongest model the weights carry),
     "static", "context" or "spatial".
     """
-    idx = torch.as_tensor(indices).cpu().numpy().astype(np.int64)
+    idx = np.array(indices, dtype=np.int64)  # a copy, whatever the caller passes (numpy or a CPU tensor)
     em = entropy_model(weights, entropy)
     mode = mode or ("RGBA" if alpha is not None else "RGB")
     header = _header(weights, width, height, idx.shape[0], mode, em)
@@ -291,7 +292,7 @@ class ImageEncoder:
 
     def decode(self, c: Coded) -> np.ndarray:
         """The pixels a reader gets from a file of this image."""
-        return decode_indices(self.weights, torch.from_numpy(c.indices), self.width, self.height, flat=self.flat)
+        return decode_indices(self.weights, c.indices, self.width, self.height, flat=self.flat)
 
     def bpp(self, c: Coded) -> float:
         return 8 * len(c.data) / (self.width * self.height)
@@ -473,5 +474,5 @@ def decompress(weights: Weights, data: bytes, stages: int | None = None, name: s
     c, idx, flat = unpack(weights, data, stages, name, max_pixels)
     h = c.header
     alpha = vqz.unpack_alpha(c.alpha, h, name) if c.alpha is not None else None
-    rgb = decode_indices(weights, torch.from_numpy(idx), h.width, h.height, flat=flat)
+    rgb = decode_indices(weights, idx, h.width, h.height, flat=flat)
     return DecodedImage(rgb, alpha, h, idx.shape[0], idx, c.truncated, c.cut_inside, flat)
