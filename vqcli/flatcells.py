@@ -68,14 +68,17 @@ class FlatCells:
         if not self.count:
             return
         height, width = rgb.shape[:2]
-        colour = np.zeros((*self.mask.shape, 3), dtype=np.uint8)
+        h, w = self.mask.shape
+        colour = np.zeros((h, w, 3), dtype=np.uint8)
         colour[self.mask] = self.colours
-        for y0 in range(0, self.mask.shape[0], BAND):  # by bands of cell rows: no full-size index map
-            rows = slice(y0, y0 + BAND)
-            px = np.repeat(np.repeat(self.mask[rows], factor, 0), factor, 1)[:height - y0 * factor, :width]
-            fill = np.repeat(np.repeat(colour[rows], factor, 0), factor, 1)[:height - y0 * factor, :width]
-            band = rgb[y0 * factor:(y0 + BAND) * factor]
-            band[px] = fill[px]
+        for y0 in range(0, h, BAND):  # by bands of cell rows: no full-size temporary
+            b = min(BAND, h - y0)
+            rows = min(height, (y0 + b) * factor) - y0 * factor
+            fill = np.broadcast_to(colour[y0:y0 + b, None, :, None], (b, factor, w, factor, 3))
+            where = np.broadcast_to(self.mask[y0:y0 + b, None, :, None, None], (b, factor, w, factor, 1))
+            np.copyto(rgb[y0 * factor:y0 * factor + rows],
+                      fill.reshape(b * factor, w * factor, 3)[:rows, :width],
+                      where=where.reshape(b * factor, w * factor, 1)[:rows, :width])
 
 
 def none(grid: tuple[int, int]) -> FlatCells:

@@ -223,7 +223,7 @@ def _stream(payload: bytes, label: str, name: str) -> bytes:
     if len(payload) < 4:
         raise VQError(f"{name}: corrupt {label} (a padded chunk of {len(payload)} bytes)")
     (n,) = struct.unpack_from("<I", payload, len(payload) - 4)
-    if n > len(payload) - 4 or any(payload[n:-4]):
+    if n > len(payload) - 4 or payload[n:-4].strip(b"\0"):
         raise VQError(f"{name}: corrupt {label} (bad padding)")
     return payload[:n]
 
