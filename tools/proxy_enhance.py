@@ -7,7 +7,7 @@ top of the curve.
         --cache runs/proxy_crops.pt
 
 The base codes every crop with all its stages (its top point, greedy codes). The enhancement is
-an f4 latent of --channels numbers per 4x4 pixels: an analysis transform of (x - base, base), a
+a latent of --channels numbers per --factor x --factor pixels (4 or 8): an analysis transform of (x - base, base), a
 synthesis transform of (the quantized latent, base) that adds a residual to the base, and a
 Gaussian prior whose mean and scale are predicted from the base's reconstruction alone (which the
 decoder has: no side information). Training: additive uniform noise for quantization, loss
@@ -46,14 +46,20 @@ def conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
 
 
 class Enhancement(nn.Module):
-    def __init__(self, channels: int = 32, width: int = 64) -> None:
+    def __init__(self, channels: int = 32, width: int = 64, factor: int = 4) -> None:
         super().__init__()
-        self.analysis = nn.Sequential(conv(6, width, 4, 2), nn.SiLU(), conv(width, width), nn.SiLU(),
+        if factor not in (4, 8):
+            raise ValueError("factor 4 or 8")
+        a_in, c_in = (6, 3) if factor == 4 else (width, width)
+        extra_a = [] if factor == 4 else [conv(6, width, 4, 2), nn.SiLU()]
+        extra_c = [] if factor == 4 else [conv(3, width, 4, 2), nn.SiLU()]
+        extra_s = [] if factor == 4 else [conv(width, 4 * width), nn.PixelShuffle(2), nn.SiLU()]
+        self.analysis = nn.Sequential(*extra_a, conv(a_in, width, 4, 2), nn.SiLU(), conv(width, width), nn.SiLU(),
                                       conv(width, width, 4, 2), nn.SiLU(), conv(width, channels))
-        self.context = nn.Sequential(conv(3, width, 4, 2), nn.SiLU(), conv(width, width, 4, 2), nn.SiLU(),
-                                     conv(width, width))  # the base's features at f4, known to the decoder
+        self.context = nn.Sequential(*extra_c, conv(c_in, width, 4, 2), nn.SiLU(), conv(width, width, 4, 2),
+                                     nn.SiLU(), conv(width, width))  # the base's features, known to the decoder
         self.prior = nn.Sequential(nn.SiLU(), conv(width, 2 * channels))
-        self.synthesis = nn.Sequential(conv(channels + width, width), nn.SiLU(), conv(width, 4 * width),
+        self.synthesis = nn.Sequential(conv(channels + width, width), nn.SiLU(), *extra_s, conv(width, 4 * width),
                                        nn.PixelShuffle(2), nn.SiLU(), conv(width, 4 * 16), nn.PixelShuffle(2),
                                        nn.SiLU(), conv(16, 3))
 
@@ -112,12 +118,15 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=35)
     ap.add_argument("--lam", type=float, default=0.02)
     ap.add_argument("--channels", type=int, default=32)
+    ap.add_argument("--factor", type=int, default=4, help="the enhancement latent's downsampling: 4 or 8")
     ap.add_argument("--crops", type=int, default=2400)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--cache", type=Path, help="crops and base reconstructions, kept between runs")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the enhancement's training)")
     args = ap.parse_args()
+    dev = torch.device(args.device)
     torch.manual_seed(0)
     weights = load_weights(args.base, "cpu")
     t0 = time.time()
@@ -138,11 +147,12 @@ def main() -> None:
                                                stages=weights.config.stages, effort=0).data) / (256 * 256)
                               for v in val_x]))
     print(f"crops and base in {time.time() - t0:.0f} s; base on val crops {psnr(val_b, val_x):.2f} dB", flush=True)
-    net = Enhancement(args.channels)
+    net = Enhancement(args.channels, factor=args.factor).to(dev)
+    train_x, train_b, val_x, val_b = (t.to(dev) for t in (train_x, train_b, val_x, val_b))
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0)
     log, step, t1 = [], 0, time.time()
     while time.time() - t1 < 60 * args.minutes:
-        i = torch.randint(0, train_x.shape[0], (args.batch,))
+        i = torch.randint(0, train_x.shape[0], (args.batch,), device=dev)
         x, b = train_x[i], train_b[i]
         recon, bits = net(x, b, train=True)
         mse = F.mse_loss(recon, x)
@@ -162,7 +172,7 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     with torch.no_grad():
         r, vb = net(val_x, val_b, train=False)
-    result = {"base": str(args.base), "lam": args.lam, "channels": args.channels, "steps": step,
+    result = {"base": str(args.base), "lam": args.lam, "channels": args.channels, "factor": args.factor, "steps": step,
               "minutes": args.minutes, "val_base_psnr": psnr(val_b, val_x), "base_bpp": base_bpp,
               "val_psnr": psnr(r, val_x), "val_enh_bpp": float(vb.mean() / (256 * 256)), "log": log}
     args.out.write_text(json.dumps(result, indent=1))

@@ -151,11 +151,11 @@ def pack(weights: Weights, indices: np.ndarray, width: int, height: int, alpha: 
 
     Indices with -1 (absent: what decompress returns for a file with a stage map) are coded with
     the stage map they imply, in blocks of `block` latent cells; with flat cells (what decompress
-    returns as DecodedImage.flat), the uncoded ones hold -1 at every stage. mode: the colour mode to record
-    (default RGB, or RGBA with alpha); entropy: "auto" (the strongest model the weights carry),
-    "static", "context" or "spatial".
+    returns as DecodedImage.flat), the uncoded ones hold -1 at every stage. mode: the colour mode
+    to record (default RGB, or RGBA with alpha); entropy: "auto" (the strongest model the weights
+    carry), "static", "context" or "spatial".
     """
-    idx = np.array(indices, dtype=np.int64)  # a copy, whatever the caller passes (numpy or a CPU tensor)
+    idx = np.array(indices, dtype=np.int64)  # a copy: the caller's array is left alone
     em = entropy_model(weights, entropy)
     mode = mode or ("RGBA" if alpha is not None else "RGB")
     header = _header(weights, width, height, idx.shape[0], mode, em)
