@@ -125,6 +125,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--cache", type=Path, help="crops and base reconstructions, kept between runs")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (the enhancement's training)")
+    ap.add_argument("--init", type=Path, help="continue from an enhancement saved by --save (with its optimizer)")
+    ap.add_argument("--save", type=Path, help="save the enhancement and its optimizer at the end")
     args = ap.parse_args()
     dev = torch.device(args.device)
     torch.manual_seed(0)
@@ -151,6 +153,11 @@ def main() -> None:
     train_x, train_b, val_x, val_b = (t.to(dev) for t in (train_x, train_b, val_x, val_b))
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0)
     log, step, t1 = [], 0, time.time()
+    if args.init is not None:
+        saved = torch.load(args.init)
+        net.load_state_dict(saved["net"])
+        opt.load_state_dict(saved["opt"])
+        log, step = saved["log"], saved["step"]
     while time.time() - t1 < 60 * args.minutes:
         i = torch.randint(0, train_x.shape[0], (args.batch,), device=dev)
         x, b = train_x[i], train_b[i]
@@ -176,6 +183,8 @@ def main() -> None:
               "minutes": args.minutes, "val_base_psnr": psnr(val_b, val_x), "base_bpp": base_bpp,
               "val_psnr": psnr(r, val_x), "val_enh_bpp": float(vb.mean() / (256 * 256)), "log": log}
     args.out.write_text(json.dumps(result, indent=1))
+    if args.save is not None:
+        torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "log": log, "step": step}, args.save)
     print(json.dumps({k: v for k, v in result.items() if k != "log"}), flush=True)
 
 
