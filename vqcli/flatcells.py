@@ -4,10 +4,10 @@ A learned decoder does not give a flat colour back flat: the shipped models were
 photos, which hold almost no saturated flat patches, and a flat white came back at 248..254 in
 green (a magenta tint), a 1x1 image 48 levels off. Nor are flat regions cheap as indices: every
 index of the spatial entropy model costs at least about one bit, so a flat 4000x3000 image cost
-70 KB. A format-3 file therefore lists such cells with their colour; they hold no indices, the
-decoder paints them exactly, and the network sees, at their place, the latent its encoder gives
-an endless field of that colour (model.VQVAE.flat_latent), so that coded neighbours decode as
-beside any flat region.
+70 KB. A format-3 file therefore lists such cells with their colour and the decoder paints them
+exactly. Inside a flat region (FlatCells.uncoded) they hold no indices at all, and the network
+sees, at their place, the latent its encoder gives an endless field of that colour
+(model.VQVAE.flat_latent), so that coded neighbours decode as beside any flat region.
 
 A cell is flat when every pixel of it in the replicate-padded image (as the encoder sees it:
 vqcli.model.pad_to_multiple) is the same RGB triple, so a 1x1 image is one flat cell.
