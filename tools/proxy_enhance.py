@@ -157,6 +157,8 @@ def main() -> None:
         saved = torch.load(args.init)
         net.load_state_dict(saved["net"])
         opt.load_state_dict(saved["opt"])
+        for g in opt.param_groups:  # the saved state carries the earlier run's rate
+            g["lr"] = args.lr
         log, step = saved["log"], saved["step"]
     while time.time() - t1 < 60 * args.minutes:
         i = torch.randint(0, train_x.shape[0], (args.batch,), device=dev)
