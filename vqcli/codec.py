@@ -79,7 +79,8 @@ def decode_indices(weights: Weights, indices: np.ndarray, width: int, height: in
             return rgb
         colours, ids = flat.palette()
         fill = torch.from_numpy(ids), weights.model.flat_latent(torch.from_numpy(colours))
-    rgb = tiling.decode(weights.model, torch.as_tensor(np.asarray(indices)), width, height, tile, fill=fill)
+    rgb = tiling.decode(weights.model, torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64)), width,
+                       height, tile, fill=fill)
     if fill is not None:
         flat.paint(rgb, f)
     return rgb
@@ -155,7 +156,7 @@ def pack(weights: Weights, indices: np.ndarray, width: int, height: int, alpha: 
     to record (default RGB, or RGBA with alpha); entropy: "auto" (the strongest model the weights
     carry), "static", "context" or "spatial".
     """
-    idx = np.array(indices, dtype=np.int64)  # a copy: the caller's array is left alone
+    idx = np.asarray(indices, dtype=np.int64)  # the encoder never changes indices: no copy needed
     em = entropy_model(weights, entropy)
     mode = mode or ("RGBA" if alpha is not None else "RGB")
     header = _header(weights, width, height, idx.shape[0], mode, em)
