@@ -205,8 +205,8 @@ def test_hostile_stage_maps(weights):
     with pytest.raises(VQError, match="^m.vqz: corrupt stage map"):
         decompress(weights, _rechunk(res.data, b"M", good + b"\0\0\0\0"), name="m.vqz")
     future = bytearray(res.data)
-    future[8] = 4
-    with pytest.raises(VQError, match="unsupported vqz format version 4 \\(this vq reads versions 1 to 3\\)"):
+    future[8] = 5
+    with pytest.raises(VQError, match="unsupported vqz format version 5 \\(this vq reads versions 1 to 4\\)"):
         decompress(weights, bytes(future), name="m.vqz")
 
 

@@ -24,19 +24,27 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from . import flatcells, metrics, stagemap, tiling
+from . import enhancecoding, flatcells, metrics, stagemap, tiling
 from . import format as vqz
+from .enhancecoding import EnhanceWeights
 from .entropy import EntropyModel, build_model
 from .errors import UsageError, VQError
 from .flatcells import FlatCells
+from .format import LEVEL_ONE
 from .images import LoadedImage
 from .limits import MAX_PIXELS, check_size
-from .rate import DEFAULT_EFFORT, EFFORTS, check_effort, check_rate
+from .rate import DEFAULT_EFFORT, EFFORTS, ENHANCE_FROM, check_effort, check_rate, enhancement_level
 from .weights import Weights
 
 GREY_SOURCES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _MODELS: dict[tuple[str, str], EntropyModel] = {}
 SEARCH_ROWS = 1 << 16  # latent positions per slice of the encoder's search
+
+
+def enhancement_for(weights: Weights) -> EnhanceWeights | None:
+    """The enhancement layer trained over these weights, if one is on the weights search path."""
+    path = enhancecoding.find_enhancement(weights.model_id)
+    return None if path is None else enhancecoding.cached_enhancement(path, next(weights.model.parameters()).device)
 
 
 def entropy_model(weights: Weights, kind: str = "auto") -> EntropyModel:
@@ -104,6 +112,38 @@ class Coded:
     ideal: list[float]
     stage_map: bytes | None
     flat: bytes | None  # the flat-cell chunk's payload (format 3)
+    enhancement: Enhanced | None = None  # the enhancement layer's part (format 4)
+
+
+@dataclass
+class LayerSymbols:
+    """An enhancement layer's part of a file as coded: the layer's model id, its level (fixed
+    point, format.LEVEL_ONE) and its symbols int8 [C, gh, gw] (0 inside flat cells)."""
+
+    model_id: str
+    level: int
+    symbols: np.ndarray
+
+
+def _layer_payload(layer: EnhanceWeights, ls: LayerSymbols, flat_mask: np.ndarray | None) -> tuple[bytes, float, int]:
+    """(chunk payload, ideal bits, symbols coded) of a layer's symbols."""
+    keep = enhancecoding.coded_cells(flat_mask, ls.symbols.shape[1:])
+    stream, bits = enhancecoding.encode_symbols(layer, ls.symbols, enhancecoding.table_level(ls.level), keep)
+    n = int(keep.sum()) * layer.config.channels
+    return vqz.pack_enhancement(layer.model_id, ls.level, stream, layer.min_stream_bytes(n)), bits, n
+
+
+@dataclass
+class Enhanced:
+    """The enhancement part of a file: the layer, its level, symbols and what they cost."""
+
+    layer: EnhanceWeights
+    level: int  # fixed point (format.LEVEL_ONE)
+    symbols: np.ndarray  # int8 [C, gh, gw]
+    base_rgb: np.ndarray  # the base's pixels, which the layer refines
+    payload: bytes
+    ideal_bits: float
+    coded: int  # symbols coded (none inside flat cells)
 
 
 def _stage_counts(idx: np.ndarray, flat: np.ndarray | None, block: int) -> np.ndarray | None:
@@ -123,7 +163,7 @@ def _stage_counts(idx: np.ndarray, flat: np.ndarray | None, block: int) -> np.nd
 
 def encode_file(weights: Weights, em: EntropyModel, indices: np.ndarray, width: int, height: int,
                 mode: str = "RGB", alpha: bytes | None = None, flat: FlatCells | None = None,
-                block: int = stagemap.BLOCK) -> Coded:
+                block: int = stagemap.BLOCK, enhancement: bytes | None = None) -> Coded:
     """A complete .vqz file from indices [s, h, w] (-1 where a stage map drops a stage, and at
     every stage of an uncoded flat cell) and the zlib alpha payload: format 1 for a plain grid of
     tokens, 2 with a stage map, 3 with flat cells or a stage padded to the readers' bound."""
@@ -134,27 +174,28 @@ def encode_file(weights: Weights, em: EntropyModel, indices: np.ndarray, width: 
     ideal: list[float] = []
     payloads = em.encode_stages(indices, ideal)
     need = [em.min_payload_bytes(s, int((indices[s] >= 0).sum())) for s in range(len(payloads))]
-    padded = any(len(p) < n for p, n in zip(payloads, need))
+    padded = any(len(p) < n for p, n in zip(payloads, need)) or enhancement is not None
     if padded and counts is None:
         counts = np.full(stagemap.block_max(indices[0], block).shape, indices.shape[0])
     stage_map = None if counts is None else stagemap.encode(counts, block)
     flat_payload = None if flat is None and not padded else \
         flatcells.encode(flat if flat is not None else flatcells.none(indices.shape[1:]))
     data = vqz.write(_header(weights, width, height, len(payloads), mode, em), payloads, alpha, stage_map,
-                     flat_payload, need)
+                     flat_payload, need, enhancement)
     return Coded(data, indices, payloads, ideal, stage_map, flat_payload)
 
 
 def pack(weights: Weights, indices: np.ndarray, width: int, height: int, alpha: np.ndarray | None = None,
          mode: str | None = None, entropy: str = "auto", block: int = stagemap.BLOCK,
-         flat: FlatCells | None = None) -> bytes:
+         flat: FlatCells | None = None, enhancement: LayerSymbols | None = None) -> bytes:
     """Indices [s, h, w] (any prefix s <= S) -> a complete .vqz file.
 
     Indices with -1 (absent: what decompress returns for a file with a stage map) are coded with
     the stage map they imply, in blocks of `block` latent cells; with flat cells (what decompress
     returns as DecodedImage.flat), the uncoded ones hold -1 at every stage. mode: the colour mode
     to record (default RGB, or RGBA with alpha); entropy: "auto" (the strongest model the weights
-    carry), "static", "context" or "spatial".
+    carry), "static", "context" or "spatial"; enhancement: an enhancement layer's symbols (what
+    decompress returns as DecodedImage.enhancement; the layer is found by id), a format-4 file.
     """
     idx = np.asarray(indices, dtype=np.int64)  # the encoder never changes indices: no copy needed
     em = entropy_model(weights, entropy)
@@ -167,8 +208,12 @@ def pack(weights: Weights, indices: np.ndarray, width: int, height: int, alpha: 
     if idx.min(initial=0) < -1 or idx.max(initial=0) >= weights.config.codebook_size or \
             not np.array_equal(idx[0] >= 0, coded_cells):
         raise ValueError("indices out of the codebook range (or -1, absent, in stage 1 outside the uncoded flat cells)")
+    payload = None
+    if enhancement is not None:  # what decompress returns as DecodedImage.enhancement
+        layer = enhancecoding.cached_enhancement(enhancecoding.locate_enhancement(enhancement.model_id, "<pack>"))
+        payload = _layer_payload(layer, enhancement, None if flat is None else flat.mask)[0]
     return encode_file(weights, em, idx, width, height, mode, vqz.pack_alpha(alpha) if alpha is not None else None,
-                       flat, block).data
+                       flat, block, payload).data
 
 
 # -- compress -----------------------------------------------------------------------------------
@@ -190,6 +235,24 @@ class StageCoding:
 
 
 @dataclass
+class EnhancementCoding:
+    """How the enhancement layer of one file was coded."""
+
+    model_id: str
+    level: float  # 0 = the layer's finest
+    bytes: int  # chunk payload
+    symbols: int  # coded (outside flat cells)
+    bits_per_symbol: float
+    cross_entropy: float  # ideal bits/symbol under the tables
+
+    @classmethod
+    def of(cls, e: Enhanced) -> EnhancementCoding:
+        n = max(1, e.coded)
+        return cls(e.layer.model_id, e.level / LEVEL_ONE, len(e.payload), e.coded, 8 * len(e.payload) / n,
+                   e.ideal_bits / n)
+
+
+@dataclass
 class CompressResult:
     data: bytes
     width: int
@@ -207,6 +270,7 @@ class CompressResult:
     effort: int = DEFAULT_EFFORT
     flat_cells: int = 0  # latent cells coded as one colour (vqcli.flatcells)
     flat_cell_bytes: int | None = None  # their chunk's payload (format 3)
+    enhancement: EnhancementCoding | None = None  # the enhancement layer's part (format 4)
 
     @property
     def bpp(self) -> float:
@@ -219,6 +283,7 @@ class CompressResult:
             "entropy_model": self.entropy_model, "rate": self.rate, "quality": self.quality, "note": self.note,
             "stage_map_bytes": self.stage_map_bytes, "effort": self.effort, "flat_cells": self.flat_cells,
             "flat_cell_bytes": self.flat_cell_bytes,
+            "enhancement": None if self.enhancement is None else self.enhancement.__dict__,
             "stage_stats": [{**s.__dict__, "bits": s.bits} for s in self.stage_coding],
             **({"psnr_by_quality": self.psnr_by_quality} if self.psnr_by_quality else {}),
         }
@@ -236,8 +301,9 @@ class ImageEncoder:
     searched at the given effort (EFFORTS). Uncoded flat cells (vqcli.flatcells) hold no indices at any rate."""
 
     def __init__(self, weights: Weights, em: EntropyModel, image: LoadedImage, mode: str,
-                 effort: int = DEFAULT_EFFORT) -> None:
-        self.weights, self.em, self.mode, self.effort = weights, em, mode, effort
+                 effort: int = DEFAULT_EFFORT, layer: EnhanceWeights | None = None) -> None:
+        self.weights, self.em, self.mode, self.effort, self.layer = weights, em, mode, effort, layer
+        self.rgb = image.rgb
         self.height, self.width = image.rgb.shape[:2]
         self.flat = flatcells.find(image.rgb, weights.model.factor)
         if self.flat.mask.all():  # a flat image: no index to find
@@ -249,6 +315,7 @@ class ImageEncoder:
             self.idx, self.err, self.latent = np.ascontiguousarray(enc.indices.numpy()), enc.errors.numpy(), enc.latent
         self.alpha = vqz.pack_alpha(image.alpha) if image.alpha is not None else None
         self._bits: np.ndarray | None = None  # each greedy index's bits, for the stage map
+        self._base: tuple[Coded, np.ndarray] | None = None  # the enhancement's base file and its pixels
         self._tables: list[torch.Tensor] | None = None  # the entropy model's bit tables, for the search
 
     def _beam_codes(self, per_position: np.ndarray, price: np.ndarray | None) -> np.ndarray:
@@ -291,12 +358,46 @@ class ImageEncoder:
         price = None if self.effort == 0 else EFFORTS[self.effort][1] * stagemap.price(self.err, lam, skip=self.flat.uncoded)
         return self._file(stagemap.expand(counts, self.idx.shape[1:]), price)
 
+    def at_quality(self, quality: float) -> Coded:
+        """The file of a quality: the base's ladder, and above ENHANCE_FROM (with a layer) the
+        base at ENHANCE_FROM plus the enhancement at the quality's level."""
+        level = None if self.layer is None else enhancement_level(quality, self.layer.config.levels)
+        return self.adaptive(quality) if level is None else self.enhanced(level)
+
+    def enhanced(self, level: int) -> Coded:
+        """The base at ENHANCE_FROM plus the enhancement at a fixed-point level."""
+        layer = self.layer
+        if self._base is None:
+            base = self.adaptive(ENHANCE_FROM)
+            self._base = base, self.decode(base)
+        base, base_rgb = self._base
+        grid = enhancecoding.latent_grid(self.idx.shape[1:], self.weights.model.factor)
+        sym = tiling.enhance_encode(layer.net, self.rgb, base_rgb, layer.net.steps(level / LEVEL_ONE), grid)
+        sym[:, ~enhancecoding.coded_cells(self.flat.mask, grid)] = 0
+        payload, bits, n = _layer_payload(layer, LayerSymbols(layer.model_id, level, sym), self.flat.mask)
+        coded = encode_file(self.weights, self.em, base.indices, self.width, self.height, self.mode, self.alpha,
+                            self.flat, enhancement=payload)
+        coded.enhancement = Enhanced(layer, level, sym, base_rgb, payload, bits, n)
+        return coded
+
     def decode(self, c: Coded) -> np.ndarray:
         """The pixels a reader gets from a file of this image."""
+        if c.enhancement is not None:
+            e = c.enhancement
+            return enhance_pixels(e.layer, e.symbols, e.level, e.base_rgb, self.flat, self.weights.model.factor)
         return decode_indices(self.weights, c.indices, self.width, self.height, flat=self.flat)
 
     def bpp(self, c: Coded) -> float:
         return 8 * len(c.data) / (self.width * self.height)
+
+
+def enhance_pixels(layer: EnhanceWeights, sym: np.ndarray, level: int, base_rgb: np.ndarray,
+                   flat: FlatCells | None, factor: int) -> np.ndarray:
+    """The enhanced image from a layer's symbols over the base's pixels (flat cells repainted)."""
+    rgb = tiling.enhance_decode(layer.net, sym, base_rgb, layer.net.steps(level / LEVEL_ONE))
+    if flat is not None and flat.count:
+        flat.paint(rgb, factor)
+    return rgb
 
 
 def _search(ok, lo: int = 0, hi: int = 100) -> int | None:
@@ -323,7 +424,7 @@ def _at_bpp(enc: ImageEncoder, bpp: float, name: str, best_effort: bool) -> tupl
     tried: dict[int, Coded] = {}
 
     def fits(q: int) -> bool:
-        tried[q] = enc.adaptive(q)
+        tried[q] = enc.at_quality(q)
         return enc.bpp(tried[q]) <= bpp
 
     quality = _search(fits)
@@ -341,7 +442,7 @@ def _at_psnr(enc: ImageEncoder, rgb: np.ndarray, psnr: float, name: str, best_ef
     by_quality: dict[int, float] = {}
 
     def short(q: int) -> bool:  # below the target: the answer is the next quality up
-        tried[q] = enc.adaptive(q)
+        tried[q] = enc.at_quality(q)
         by_quality[q] = metrics.psnr(rgb, enc.decode(tried[q]))
         return by_quality[q] < psnr
 
@@ -351,7 +452,7 @@ def _at_psnr(enc: ImageEncoder, rgb: np.ndarray, psnr: float, name: str, best_ef
         quality = 100
         note = _unreachable(name, f"no quality reaches {psnr:g} dB (best {by_quality[100]:.2f} dB)", best_effort,
                             "used quality 100")
-    return tried[quality] if quality in tried else enc.adaptive(quality), quality, note, \
+    return tried[quality] if quality in tried else enc.at_quality(quality), quality, note, \
         {q: by_quality[q] for q in sorted(by_quality)}
 
 
@@ -368,13 +469,15 @@ def _stage_coding(coded: Coded) -> list[StageCoding]:
 
 def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bpp: float | None = None,
              psnr: float | None = None, entropy: str = "auto", name: str = "<input>",
-             quality: float | None = None, effort: int | None = None, best_effort: bool = False) -> CompressResult:
+             quality: float | None = None, effort: int | None = None, best_effort: bool = False,
+             enhance: bool = True) -> CompressResult:
     """Encode an image; at most one of stages / quality / bpp / psnr picks the rate (default:
     the weights' default_quality); effort 0..2 how hard to search for codes (EFFORTS; default
     DEFAULT_EFFORT). name: the input's name for error messages.
 
     A --bpp or --psnr target that no quality meets is a VQError, unless best_effort: then the
-    nearest file is made (quality 0 or 100) and the result's note says so."""
+    nearest file is made (quality 0 or 100) and the result's note says so. enhance: use the
+    enhancement layer found for the weights (enhancecoding.find_enhancement) above ENHANCE_FROM."""
     total = weights.config.stages
     check_rate(stages, bpp, psnr, total, quality)
     effort = check_effort(effort)
@@ -382,7 +485,8 @@ def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bp
     mode = colour_mode(image)
     em = entropy_model(weights, entropy)
     vqz.check_header(_header(weights, width, height, total, mode, em), name)
-    enc = ImageEncoder(weights, em, image, mode, effort)
+    layer = enhancement_for(weights) if enhance else None
+    enc = ImageEncoder(weights, em, image, mode, effort, layer)
     note, by_quality = None, {}
     if stages is not None:
         coded, rate = enc.uniform(stages), f"--stages {stages}"
@@ -393,11 +497,12 @@ def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bp
     else:
         rate = f"--quality {quality:g}" if quality is not None else "default"
         quality = weights.default_quality if quality is None else quality
-        coded = enc.adaptive(quality)
+        coded = enc.at_quality(quality)
     return CompressResult(coded.data, width, height, mode, len(coded.payloads), total, em.kind, _stage_coding(coded),
                           rate, note, by_quality, None if stages is not None else float(quality),
                           len(coded.stage_map) if coded.stage_map is not None else None, effort,
-                          enc.flat.count, len(coded.flat) if coded.flat is not None else None)
+                          enc.flat.count, len(coded.flat) if coded.flat is not None else None,
+                          None if coded.enhancement is None else EnhancementCoding.of(coded.enhancement))
 
 
 # -- decompress ---------------------------------------------------------------------------------
@@ -411,6 +516,7 @@ class DecodedImage:
     truncated: bool = False  # the file held fewer stages than its header announced
     cut_inside: str | None = None  # the chunk a cut falls in, after the stages asked for
     flat: FlatCells | None = None  # cells coded as one colour (format 3)
+    enhancement: LayerSymbols | None = None  # the enhancement layer's part (format 4), when decoded
 
     def to_pil(self):
         """A Pillow image in the file's colour mode (grey written as L, alpha attached)."""
@@ -476,4 +582,25 @@ def decompress(weights: Weights, data: bytes, stages: int | None = None, name: s
     h = c.header
     alpha = vqz.unpack_alpha(c.alpha, h, name) if c.alpha is not None else None
     rgb = decode_indices(weights, idx, h.width, h.height, flat=flat)
-    return DecodedImage(rgb, alpha, h, idx.shape[0], idx, c.truncated, c.cut_inside, flat)
+    layer_symbols = None
+    if c.enhancement is not None and idx.shape[0] == h.stages:  # the layer refines the whole base, not a prefix
+        rgb, layer_symbols = _enhance(weights, c.enhancement, rgb, flat, name)
+    return DecodedImage(rgb, alpha, h, idx.shape[0], idx, c.truncated, c.cut_inside, flat, layer_symbols)
+
+
+def _enhance(weights: Weights, e: vqz.Enhancement, base_rgb: np.ndarray, flat: FlatCells | None,
+             name: str) -> tuple[np.ndarray, LayerSymbols]:
+    """The pixels of a file's enhancement chunk over its base's pixels, and its symbols."""
+    layer = enhancecoding.cached_enhancement(enhancecoding.locate_enhancement(e.model_id, name),
+                                             next(weights.model.parameters()).device)
+    if layer.base_id != weights.model_id:
+        raise VQError(f"{name}: enhancement layer {e.model_id} is for model {layer.base_id}, not {weights.model_id}")
+    table = enhancecoding.table_level(e.level)
+    if table >= layer.config.levels:
+        raise VQError(f"{name}: corrupt enhancement chunk (level {e.level / LEVEL_ONE:g} of a layer with "
+                      f"{layer.config.levels})")
+    grid = enhancecoding.latent_grid((-(-base_rgb.shape[0] // weights.model.factor),
+                                      -(-base_rgb.shape[1] // weights.model.factor)), weights.model.factor)
+    keep = enhancecoding.coded_cells(flat.mask if flat is not None else None, grid)
+    sym = enhancecoding.decode_symbols(layer, e.stream, table, keep, name)
+    return enhance_pixels(layer, sym, e.level, base_rgb, flat, weights.model.factor), LayerSymbols(e.model_id, e.level, sym)

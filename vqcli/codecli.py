@@ -175,6 +175,11 @@ def compress_table(info: dict[str, Any]):
     if info["flat_cells"]:
         t.add_row("flat cells", f"{info['flat_cells']:,} latent cells of one colour, painted exactly "
                                 f"({info['flat_cell_bytes']:,} bytes)")
+    if info.get("enhancement"):
+        e = info["enhancement"]
+        t.add_row("enhancement", f"layer {e['model_id']} at level {e['level']:.2f} (0 finest): {e['bytes']:,} bytes, "
+                                 f"{e['bits_per_symbol']:.3f} bits/symbol over {e['symbols']:,} symbols "
+                                 f"(ideal {e['cross_entropy']:.3f})")
     t.add_row("effort", f"{info['effort']} ({'greedy codes' if info['effort'] == 0 else 'codes searched'})")
     if info.get("note"):
         t.add_row("note", info["note"])
@@ -376,6 +381,10 @@ def run_info(src: str, as_json: bool) -> int:
                                    f"(zlib: cells of one colour, painted exactly)"))
     if info["stage_map_bytes"] is not None:
         rows.append(("stage map", f"{info['stage_map_bytes']:,} bytes (stages kept per block of latent cells)"))
+    if info["enhancement"] is not None:
+        e = info["enhancement"]
+        rows.append(("enhancement", f"{e['bytes']:,} bytes: layer {e['model_id']} at level {e['level']:g} "
+                                    f"(0 finest)"))
     for k, v in rows:
         t.add_row(k, str(v))
     s = Table(show_edge=False)

@@ -5,7 +5,8 @@ No torch import, so `vq info` is instant. All integers are little-endian.
     header (42 bytes, fixed):
         magic        8   b"\\x89VQZ\\r\\n\\x1a\\n" (PNG-style: catches text-mode mangling)
         version      u8  1: every position keeps the same stages; 2: a stage map chunk follows;
-                         3: a flat-cell chunk too, and stage chunks may be padded
+                         3: a flat-cell chunk too, and stage chunks may be padded;
+                         4: an enhancement chunk follows the stages
         mode         u8  0 RGB, 1 RGBA, 2 L (grey), 3 LA  (alpha modes carry an alpha chunk)
         entropy      u8  entropy model of the stage chunks (0 static prior, 1 context model, 2 spatial)
         factor       u8  model downsampling factor f
@@ -20,15 +21,18 @@ No torch import, so `vq info` is instant. All integers are little-endian.
         reserved     2   zero
         header_crc   u32 CRC32 of the 38 bytes before it
     then chunks, each:  type u8 (b"A" alpha, b"F" flat cells, b"M" stage map, b"S" stage, b"P"
-    padded stage), index u8, length u32, crc u32 (CRC32 of type, index, length and payload),
+    padded stage, b"E" enhancement), index u8, length u32, crc u32 (CRC32 of type, index, length and payload),
     payload.  The alpha chunk (zlib of the H*W alpha plane, lossless) comes first, then in
     version 3 the flat cells (vqcli.flatcells), in versions 2 and 3 the stage map (how many
     stages each block of latent cells keeps: vqcli.stagemap), then the stage chunks in stage
     order, so that a file cut at a chunk boundary after stage k still holds a decodable stage-k
     image. A padded stage chunk (version 3) is a stage's stream, zero bytes, and the stream's
     length (u32): how a writer meets the readers' lower bound on a payload's size without
-    changing what it codes. Each version exists so that an older vq refuses a file it would
-    misread, by its version; writers use the lowest version that holds the file.
+    changing what it codes. Version 4 ends with an enhancement chunk (vqcli.enhancecoding): the
+    layer's model id (8 bytes), its level (u16, fixed point), the symbol stream's length (u32), the
+    stream and zero bytes; a file cut before it is its base image. Each version exists so that an
+    older vq refuses a file it would misread, by its version; writers use the lowest version that
+    holds the file.
 """
 
 from __future__ import annotations
@@ -44,7 +48,8 @@ from .limits import MAX_SIDE
 MAGIC = b"\x89VQZ\r\n\x1a\n"
 UNIFORM_VERSION = 1  # the same stages everywhere
 STAGE_MAP_VERSION = 2  # a stage map
-FORMAT_VERSION = 3  # the newest this vq reads and writes: flat cells and padded stage chunks
+FLAT_VERSION = 3  # flat cells and padded stage chunks
+FORMAT_VERSION = 4  # the newest this vq reads and writes: an enhancement layer
 MODES = ("RGB", "RGBA", "L", "LA")
 ENTROPY_MODELS = ("static", "context", "spatial")
 MAX_STAGES = 255
@@ -75,6 +80,10 @@ class Header:
 
     @property
     def has_flat_cells(self) -> bool:
+        return self.version >= FLAT_VERSION
+
+    @property
+    def has_enhancement(self) -> bool:
         return self.version >= FORMAT_VERSION
 
     @property
@@ -93,6 +102,16 @@ class Header:
         return gh * self.factor - self.height, gw * self.factor - self.width
 
 
+@dataclass(frozen=True)
+class Enhancement:
+    """An enhancement chunk: which layer, at which level, its symbol stream and stored size."""
+
+    model_id: str
+    level: int  # fixed point (LEVEL_ONE)
+    stream: bytes
+    size: int  # the payload's bytes as stored
+
+
 @dataclass
 class Container:
     header: Header
@@ -104,6 +123,7 @@ class Container:
     cut_inside: str | None = None  # the chunk a cut falls in, when the stages asked for end before it
     flat: bytes | None = None  # the flat-cell payload (version 3)
     stage_sizes: list[int] = field(default_factory=list)  # each stage payload's stored bytes, padding included
+    enhancement: Enhancement | None = None  # the enhancement chunk (version 4), unless cut off
 
     @property
     def stages_available(self) -> int:
@@ -145,6 +165,36 @@ def max_flat_bytes(h: Header) -> int:
     return flatcells.max_payload(h.grid)
 
 
+LEVEL_ONE = 256
+"""Fixed point of an enhancement level: level l is stored as l * LEVEL_ONE; between two trained
+levels the steps are interpolated and the nearer level's tables code the symbols."""
+MAX_ENH_CHANNELS = 256  # vqcli.enhance.EnhanceConfig's bound
+_ENH = struct.Struct("<8sHI")
+
+
+def max_enhancement_bytes(h: Header) -> int:
+    """Upper bound on an enhancement chunk: 24 bits per symbol at the most channels a layer has,
+    one 4x4-pixel cell per symbol, plus its fields and the coder's flush words."""
+    gh, gw = h.grid
+    return _ENH.size + 3 * MAX_ENH_CHANNELS * gh * gw * (h.factor // 4) ** 2 + 64
+
+
+def pack_enhancement(model_id: str, level: int, stream: bytes, min_stream: int) -> bytes:
+    """An enhancement payload; the stream is padded with zeros to min_stream bytes (the readers'
+    bound on a stream's size) without changing what it codes."""
+    return _ENH.pack(bytes.fromhex(model_id), level, len(stream)) + stream + bytes(max(0, min_stream - len(stream)))
+
+
+def unpack_enhancement(payload: bytes, name: str) -> Enhancement:
+    if len(payload) < _ENH.size:
+        raise VQError(f"{name}: corrupt enhancement chunk ({len(payload)} bytes)")
+    mid, level, n = _ENH.unpack_from(payload)
+    stream = payload[_ENH.size:_ENH.size + n]
+    if len(stream) != n or payload[_ENH.size + n:].strip(b"\0"):
+        raise VQError(f"{name}: corrupt enhancement chunk (bad stream length or padding)")
+    return Enhancement(mid.hex(), level, stream, len(payload))
+
+
 def max_alpha_bytes(h: Header) -> int:
     """zlib's worst-case expansion of the H*W alpha plane, with margin."""
     n = h.width * h.height
@@ -163,19 +213,22 @@ def _padded(stream: bytes, size: int) -> bytes:
 
 
 def write(header: Header, stage_payloads: list[bytes], alpha_payload: bytes | None = None,
-          stage_map: bytes | None = None, flat: bytes | None = None, min_sizes: list[int] | None = None) -> bytes:
+          stage_map: bytes | None = None, flat: bytes | None = None, min_sizes: list[int] | None = None,
+          enhancement: bytes | None = None) -> bytes:
     """Serialise a header and its chunks (header.stages must equal len(stage_payloads)). The version
-    is the lowest that holds them: 3 with flat cells (flat; a stage map is then required too) or
-    with a stage payload shorter than its min_sizes entry (padded; needs flat), 2 with a stage
-    map, else 1."""
+    is the lowest that holds them: 4 with an enhancement payload, 3 with flat cells (flat; a
+    stage map is then required too) or with a stage payload shorter than its min_sizes entry
+    (padded; needs flat), 2 with a stage map, else 1."""
     check_header(header, "<output>")
     if header.stages != len(stage_payloads) or header.has_alpha != (alpha_payload is not None):
         raise ValueError("header does not match the chunks given")
     sizes = min_sizes or [0] * len(stage_payloads)
     short = [len(p) < n for p, n in zip(stage_payloads, sizes)]
-    if (flat is not None or any(short)) and (flat is None or stage_map is None):
-        raise ValueError("a version-3 file (flat cells, padded stages) needs the flat-cell chunk and a stage map")
-    version = FORMAT_VERSION if flat is not None else STAGE_MAP_VERSION if stage_map is not None else UNIFORM_VERSION
+    if (flat is not None or any(short) or enhancement is not None) and (flat is None or stage_map is None):
+        raise ValueError("a version-3 or 4 file (flat cells, padded stages, enhancement) needs the flat-cell "
+                         "chunk and a stage map")
+    version = FORMAT_VERSION if enhancement is not None else FLAT_VERSION if flat is not None else \
+        STAGE_MAP_VERSION if stage_map is not None else UNIFORM_VERSION
     head = _HEAD.pack(MAGIC, version, MODES.index(header.mode), ENTROPY_MODELS.index(header.entropy),
                       header.factor, header.model_stages, header.stages, header.width, header.height,
                       header.grid[1], header.grid[0], header.codebook, bytes.fromhex(header.model_id), b"\0\0")
@@ -188,6 +241,8 @@ def write(header: Header, stage_payloads: list[bytes], alpha_payload: bytes | No
         parts.append(_chunk(b"M", 0, stage_map))
     parts += [_chunk(b"P", k, _padded(p, n)) if pad else _chunk(b"S", k, p)
               for k, (p, n, pad) in enumerate(zip(stage_payloads, sizes, short))]
+    if enhancement is not None:
+        parts.append(_chunk(b"E", 0, enhancement))
     return b"".join(parts)
 
 
@@ -246,12 +301,14 @@ def read(data: bytes, name: str = "<input>", upto: int | None = None) -> Contain
     pos = HEADER_SIZE
     c = Container(h, [])
     expected = ([("A", 0)] if h.has_alpha else []) + ([("F", 0)] if h.has_flat_cells else []) + \
-        ([("M", 0)] if h.has_stage_map else []) + [("S", k) for k in range(h.stages)]
-    labels = {"A": "alpha", "F": "flat-cell", "M": "stage map"}
-    limits = {"A": max_alpha_bytes, "F": max_flat_bytes, "M": max_map_bytes, "S": max_stage_bytes}
+        ([("M", 0)] if h.has_stage_map else []) + [("S", k) for k in range(h.stages)] + \
+        ([("E", 0)] if h.has_enhancement else [])
+    labels = {"A": "alpha", "F": "flat-cell", "M": "stage map", "E": "enhancement"}
+    limits = {"A": max_alpha_bytes, "F": max_flat_bytes, "M": max_map_bytes, "S": max_stage_bytes,
+              "E": max_enhancement_bytes}
     for kind, index in expected:
         label = f"{labels[kind]} chunk" if kind in labels else f"stage {index + 1} chunk"
-        if pos == len(data) and kind == "S" and index > 0:
+        if pos == len(data) and (kind == "S" and index > 0 or kind == "E"):
             c.truncated = True
             return c
         # a cut from here on ends the file after the stages a reader asks for, if it has them
@@ -278,6 +335,8 @@ def read(data: bytes, name: str = "<input>", upto: int | None = None) -> Contain
             c.flat = payload
         elif kind == "M":
             c.stage_map = payload
+        elif kind == "E":
+            c.enhancement = unpack_enhancement(payload, name)
         else:
             c.stage_chunks.append(_stream(payload, label, name) if padded else payload)
             c.stage_sizes.append(length)
@@ -326,6 +385,9 @@ def info(data: bytes, name: str = "<input>") -> dict:
         "stage_map_bytes": len(c.stage_map) if c.stage_map is not None else None,
         "flat_cell_bytes": len(c.flat) if c.flat is not None else None,
         "flat_cells": flatcells.decode(c.flat, h.grid, name).count if c.flat is not None else 0,
+        "enhancement": None if c.enhancement is None else {
+            "model_id": c.enhancement.model_id, "level": c.enhancement.level / LEVEL_ONE,
+            "bytes": c.enhancement.size},
         "bpp": 8 * len(data) / (h.width * h.height), "chunks": [{"chunk": n, "bytes": b} for n, b in c.chunk_sizes],
         "stages": stages,
     }

@@ -5,6 +5,7 @@ check of a request's rate parameters."""
 from __future__ import annotations
 
 from .errors import UsageError
+from .format import LEVEL_ONE
 
 QUALITY_RANGE = (0.0, 100.0)
 DEFAULT_QUALITY = 45.0
@@ -56,3 +57,18 @@ def check_rate(stages: int | None, bpp: float | None, psnr: float | None, total:
                          else f"stages {stages}: must be at least 1", params=("stages",))
     if quality is not None:
         check_quality(quality)
+
+
+# The enhancement layer (vqcli.enhance) extends the top of the scale for weights that have one.
+ENHANCE_FROM = 85.0
+"""Qualities above this add an enhancement layer over the base coded at ENHANCE_FROM: quality 100
+is the layer's finest level, qualities just above ENHANCE_FROM its coarsest; at and below it the
+base's ladder is unchanged."""
+
+
+def enhancement_level(quality: float, levels: int) -> int | None:
+    """The fixed-point enhancement level (0 = finest) of a quality, or None below ENHANCE_FROM."""
+    if quality <= ENHANCE_FROM:
+        return None
+    t = (100.0 - quality) / (100.0 - ENHANCE_FROM)  # 0 at the top, 1 at ENHANCE_FROM
+    return round(t * (levels - 1) * LEVEL_ONE)

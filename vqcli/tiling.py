@@ -211,3 +211,96 @@ def decode(model, indices: torch.Tensor, width: int, height: int, tile: int | No
 
     _with_fallback(h, w, tile or default_tile(device), halo, run, progress)
     return out
+
+
+# -- the enhancement layer (vqcli.enhance), in pixel tiles ------------------------------------------
+ENH_TILE_CPU = 512
+"""Core tile side in pixels for the enhancement on CPU."""
+ENH_TILE_CUDA = 2048
+
+
+@functools.cache
+def enhancement_halo(cfg) -> int:
+    """Pixels of halo (a multiple of 8) around a tile that the enhancement's analysis and synthesis
+    need, both walked through the base features they read."""
+    from .enhance import FACTOR, Enhancement
+
+    with torch.device("meta"):
+        net = Enhancement(cfg)
+
+    def feats_px(lo: int, hi: int) -> tuple[int, int]:  # the pixels features at cells lo..hi (and their mean) read
+        mlo, mhi = _span(list(net.mean), lo, hi)
+        return _span(list(net.context), min(lo, mlo), max(hi, mhi))
+
+    lo, hi = _span(list(net.synthesis), 0, FACTOR - 1)  # cells the pixels of cell 0 read
+    dlo, dhi = feats_px(lo, hi)
+    alo, ahi = _span(list(net.analysis), 0, 0)
+    elo, ehi = feats_px(0, 0)
+    halo = max(-dlo, dhi - (FACTOR - 1), -alo, ahi - (FACTOR - 1), -elo, ehi - (FACTOR - 1), lo * -FACTOR,
+               hi * FACTOR)
+    return -(-halo // 8) * 8
+
+
+def _pixel_plan(height: int, width: int, tile: int, halo: int) -> list[Tile]:
+    """Pixel tiles (cores on 8-pixel boundaries) of a padded height x width image."""
+    return [Tile(tuple(8 * v for v in t.core), tuple(8 * v for v in t.full))
+            for t in plan(height // 8, width // 8, tile // 8, halo // 8)]
+
+
+def _padded_crop(img: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    """img[y0:y1, x0:x1] of the image replicate-padded at the bottom and right."""
+    h, w = img.shape[:2]
+    crop = img[y0:min(y1, h), x0:min(x1, w)]
+    return np.pad(crop, ((0, y1 - min(y1, h)), (0, x1 - min(x1, w)), (0, 0)), mode="edge")
+
+
+@torch.no_grad()
+def enhance_encode(net, rgb: np.ndarray, base: np.ndarray, steps: torch.Tensor, grid: tuple[int, int],
+                   tile: int | None = None) -> np.ndarray:
+    """The enhancement symbols (int8 [C, gh, gw], rounded and clipped to the radius) of an image
+    uint8 [H, W, 3] over its base reconstruction (same shape), on the latent grid of the image
+    replicate-padded to gh x gw cells of vqcli.enhance.FACTOR pixels."""
+    from .enhance import FACTOR
+    from .model import to_tensor
+
+    device = next(net.parameters()).device
+    r = net.cfg.radius
+    out = np.empty((net.cfg.channels, *grid), dtype=np.int8)
+    steps = steps.to(device)
+    for t in _pixel_plan(grid[0] * FACTOR, grid[1] * FACTOR, tile or _enh_tile(device), enhancement_halo(net.cfg)):
+        a0, a1, b0, b1 = t.full
+        y0, y1, x0, x1 = t.core
+        x = to_tensor(_padded_crop(rgb, a0, a1, b0, b1)).to(device)
+        b = to_tensor(_padded_crop(base, a0, a1, b0, b1)).to(device)
+        q = net.analyse(x, b, net.features(b), steps).round().clamp(-r, r)
+        f = FACTOR
+        core = q[0, :, (y0 - a0) // f:(y1 - a0) // f, (x0 - b0) // f:(x1 - b0) // f]
+        out[:, y0 // f:y1 // f, x0 // f:x1 // f] = core.to(torch.int8).cpu().numpy()
+    return out
+
+
+@torch.no_grad()
+def enhance_decode(net, sym: np.ndarray, base: np.ndarray, steps: torch.Tensor, tile: int | None = None) -> np.ndarray:
+    """The enhanced image uint8 [H, W, 3] from symbols int8 [C, gh, gw] and the base uint8 [H, W, 3]."""
+    from .enhance import FACTOR
+    from .model import to_tensor, to_uint8
+
+    device = next(net.parameters()).device
+    height, width = base.shape[:2]
+    out = np.empty_like(base)
+    steps = steps.to(device)
+    f = FACTOR
+    for t in _pixel_plan(sym.shape[1] * f, sym.shape[2] * f, tile or _enh_tile(device), enhancement_halo(net.cfg)):
+        a0, a1, b0, b1 = t.full
+        y0, y1, x0, x1 = t.core
+        b = to_tensor(_padded_crop(base, a0, a1, b0, b1)).to(device)
+        q = torch.from_numpy(sym[:, a0 // f:a1 // f, b0 // f:b1 // f].astype(np.float32))[None].to(device)
+        x = net.synthesise(q, b, net.features(b), steps)
+        py1, px1 = min(height, y1), min(width, x1)
+        if py1 > y0 and px1 > x0:
+            out[y0:py1, x0:px1] = to_uint8(x[..., y0 - a0:py1 - a0, x0 - b0:px1 - b0])
+    return out
+
+
+def _enh_tile(device: torch.device) -> int:
+    return ENH_TILE_CUDA if device.type == "cuda" else ENH_TILE_CPU

@@ -1,0 +1,231 @@
+"""The enhancement layer (format 4): integer contexts, the symbol stream, tiling, the file's round
+trip, determinism, the quality ladder above ENHANCE_FROM, hostile chunks and old files."""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import decode_with_threads, make_image, torch_threads
+
+from vqcli import codec, enhancecoding, metrics, tiling
+from vqcli import format as vqz
+from vqcli.enhance import BUCKETS, EnhanceConfig, Enhancement, contexts
+from vqcli.errors import VQError
+from vqcli.images import LoadedImage
+from vqcli.rate import ENHANCE_FROM, enhancement_level
+from vqcli.weights import load_weights
+from vqcli.weightspath import WEIGHTS_PATH_ENV
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_LAYERS = sorted((ROOT / "weights" / enhancecoding.ENHANCE_DIR).glob("*.safetensors"))
+CFG = EnhanceConfig(channels=4, width=8, levels=3, radius=7)
+
+
+def _layer(path: Path, base_id: str, seed: int = 0) -> enhancecoding.EnhanceWeights:
+    """A small untrained layer over base_id with tables from Laplacian symbol counts."""
+    torch.manual_seed(seed)
+    net = Enhancement(CFG)
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(0, 50, (CFG.levels, CFG.channels, BUCKETS, CFG.alphabet))
+    counts[..., CFG.radius] += 2000  # symbol 0 is the most common, as in a trained layer
+    enhancecoding.save_enhancement(path, net, counts, base_id, {"test": True})
+    return enhancecoding.load_enhancement(path)
+
+
+@pytest.fixture
+def tiny_layer(tiny_weights, tmp_path, monkeypatch):
+    """A layer over the tiny weights, on the weights search path."""
+    w = load_weights(tiny_weights)
+    layer = _layer(tmp_path / "layer.safetensors", w.model_id)
+    monkeypatch.setenv(WEIGHTS_PATH_ENV, str(tmp_path))
+    return w, layer
+
+
+def _symbols(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(np.round(rng.laplace(0, 1.5, shape)), -CFG.radius, CFG.radius).astype(np.int8)
+
+
+def test_a_channel_context_depends_only_on_earlier_channels():
+    sym = torch.from_numpy(_symbols((6, 9, 11), 0)).long()
+    ctx = contexts(sym)
+    assert ctx.dtype == torch.int64 and int(ctx[0].max()) == 0 and int(ctx.max()) < BUCKETS
+    assert int(ctx[1:].max()) > 0
+    changed = sym.clone()
+    changed[3:] = 5
+    assert torch.equal(contexts(changed)[:4], ctx[:4])
+    assert not torch.equal(contexts(changed)[4:], ctx[4:])
+
+
+def test_symbols_round_trip_and_skip_cells(tmp_path):
+    layer = _layer(tmp_path / "l.safetensors", "0" * 16)
+    sym = _symbols((CFG.channels, 13, 17), 1)
+    keep = np.ones((13, 17), dtype=bool)
+    keep[4:8, 2:9] = False
+    sym[:, ~keep] = 0
+    for level in range(CFG.levels):
+        stream, bits = enhancecoding.encode_symbols(layer, sym, level, keep)
+        assert abs(8 * len(stream) - bits) < 0.02 * bits + 64  # within 2 % of ideal
+        assert np.array_equal(enhancecoding.decode_symbols(layer, stream, level, keep, "x"), sym)
+    # the stream holds the kept cells only: decoded as all kept, it runs out
+    stream = enhancecoding.encode_symbols(layer, sym, 0, keep)[0]
+    with pytest.raises(VQError, match="corrupt enhancement chunk"):
+        enhancecoding.decode_symbols(layer, stream, 0, np.ones_like(keep), "x")
+
+
+def test_a_damaged_stream_is_one_line_error(tmp_path):
+    layer = _layer(tmp_path / "l.safetensors", "0" * 16)
+    sym = _symbols((CFG.channels, 12, 12), 2)
+    keep = np.ones((12, 12), dtype=bool)
+    stream, _ = enhancecoding.encode_symbols(layer, sym, 1, keep)
+    for bad in (stream[:len(stream) // 2], stream[:-4], stream + bytes(4), stream[:5]):
+        with pytest.raises(VQError, match="x: corrupt enhancement chunk"):
+            enhancecoding.decode_symbols(layer, bad, 1, keep, "x")
+
+
+def test_tiled_enhancement_matches_one_tile(tmp_path):
+    layer = _layer(tmp_path / "l.safetensors", "0" * 16)
+    rgb = make_image(70, 90, 3)
+    base = np.clip(rgb.astype(int) + np.random.default_rng(0).integers(-6, 7, rgb.shape), 0, 255).astype(np.uint8)
+    steps = layer.net.steps(0.5)
+    grid = (18, 24)  # the 72 x 96 padded image in 4x4 cells
+    whole = tiling.enhance_encode(layer.net, rgb, base, steps, grid, tile=4096)
+    tiled = tiling.enhance_encode(layer.net, rgb, base, steps, grid, tile=32)
+    assert np.mean(whole == tiled) > 0.99  # equal but for float near-ties at a rounding boundary
+    a = tiling.enhance_decode(layer.net, whole, base, steps, tile=4096)
+    b = tiling.enhance_decode(layer.net, whole, base, steps, tile=32)
+    assert a.shape == rgb.shape and np.abs(a.astype(int) - b).max() <= 1
+
+
+def test_file_round_trip_flat_cells_and_repack(tiny_layer):
+    w, layer = tiny_layer
+    rgb = make_image(40, 56, 4)
+    rgb[:, :24] = (30, 200, 90)
+    img = LoadedImage(rgb, None, "RGB")
+    res = codec.compress(w, img, quality=100)
+    assert res.enhancement is not None and res.enhancement.model_id == layer.model_id
+    dec = codec.decompress(w, res.data)
+    assert dec.header.version == 4 and dec.enhancement is not None
+    assert (dec.rgb[:, :24] == (30, 200, 90)).all()  # flat cells stay exact over the layer
+    assert not dec.enhancement.symbols[:, :, :6].any()  # and hold no symbols
+    assert codec.pack(w, dec.indices, 56, 40, flat=dec.flat, enhancement=dec.enhancement) == res.data
+    info = vqz.info(res.data)
+    assert info["format_version"] == 4 and info["enhancement"]["model_id"] == layer.model_id
+    # cut before the enhancement chunk: the base image, flagged truncated
+    base = codec.decompress(w, res.data[:len(res.data) - info["enhancement"]["bytes"] - vqz.CHUNK_HEAD_SIZE])
+    assert base.truncated and base.enhancement is None
+    assert np.array_equal(base.rgb, codec.decompress(w, codec.compress(w, img, quality=ENHANCE_FROM).data).rgb)
+
+
+def test_no_layer_below_the_threshold_or_when_disabled(tiny_layer):
+    w, _ = tiny_layer
+    img = LoadedImage(make_image(32, 40, 5), None, "RGB")
+    assert codec.compress(w, img, quality=ENHANCE_FROM).enhancement is None
+    assert codec.compress(w, img, quality=100, enhance=False).enhancement is None
+    assert vqz.read_header(codec.compress(w, img, quality=100, enhance=False).data).version < 4
+
+
+def test_level_mapping_is_monotone():
+    levels = [enhancement_level(q, 6) for q in range(86, 101)]
+    assert enhancement_level(ENHANCE_FROM, 6) is None and levels[-1] == 0
+    assert all(a > b for a, b in zip(levels, levels[1:]))
+
+
+def test_missing_or_mismatched_layer_is_one_line_error(tiny_layer, tmp_path, monkeypatch):
+    w, layer = tiny_layer
+    data = codec.compress(w, LoadedImage(make_image(32, 40, 6), None, "RGB"), quality=100).data
+    monkeypatch.setenv(WEIGHTS_PATH_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(VQError, match=f"f.vqz: made with enhancement layer {layer.model_id}, and no layer"):
+        codec.decompress(w, data, name="f.vqz")
+    # a file whose enhancement chunk names a layer of another base
+    other = tmp_path / "other"
+    other.mkdir()
+    stranger = _layer(other / "l.safetensors", "1" * 16)
+    monkeypatch.setenv(WEIGHTS_PATH_ENV, os.pathsep.join([str(tmp_path), str(other)]))
+    e = vqz.read(data).enhancement
+    crafted = _rechunk(data, vqz.pack_enhancement(stranger.model_id, e.level, e.stream, 0))
+    with pytest.raises(VQError, match="is for model 1111111111111111"):
+        codec.decompress(w, crafted, name="f.vqz")
+
+
+def _rechunk(data: bytes, payload: bytes) -> bytes:
+    """data with its last chunk (the enhancement) replaced by payload, CRC fixed."""
+    c = vqz.read(data)
+    start = len(data) - c.enhancement.size - vqz.CHUNK_HEAD_SIZE
+    head = struct.pack("<cBI", b"E", 0, len(payload))
+    return data[:start] + head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
+
+
+def test_hostile_enhancement_chunks(tiny_layer):
+    w, layer = tiny_layer
+    data = codec.compress(w, LoadedImage(make_image(32, 40, 7), None, "RGB"), quality=100).data
+    e = vqz.read(data).enhancement
+    good = vqz.pack_enhancement(e.model_id, e.level, e.stream, 0)
+    assert codec.decompress(w, _rechunk(data, good)).enhancement is not None
+    cases = {
+        "bad stream length or padding": vqz.pack_enhancement(e.model_id, e.level, e.stream, 0)[:-3],
+        "of a layer with": vqz.pack_enhancement(e.model_id, 200 * vqz.LEVEL_ONE, e.stream, 0),
+        "does not end with": vqz.pack_enhancement(e.model_id, e.level, e.stream[:4], 0),
+        "no layer of that id": vqz.pack_enhancement("ab" * 8, e.level, e.stream, 0),
+        "corrupt enhancement chunk \\(3 bytes\\)": b"abc",
+    }
+    for why, payload in cases.items():
+        with pytest.raises(VQError, match=why):
+            codec.decompress(w, _rechunk(data, payload), name="h.vqz")
+    # a stream too short for the symbols a header announces is refused before any work of that size
+    with pytest.raises(VQError, match="x: corrupt enhancement chunk \\(4 bytes cannot hold 1000000 symbols\\)"):
+        layer.check_payload(4, 10 ** 6, "x")
+    padded = good + b"\x01"
+    with pytest.raises(VQError, match="bad stream length or padding"):
+        codec.decompress(w, _rechunk(data, padded), name="h.vqz")
+
+
+def test_todays_reader_refuses_a_newer_version():
+    data = bytearray((ROOT / "tests" / "golden" / "tiny_static.vqz").read_bytes())
+    data[8] = vqz.FORMAT_VERSION + 1
+    with pytest.raises(VQError, match=f"unsupported vqz format version {vqz.FORMAT_VERSION + 1}"):
+        vqz.read_header(bytes(data))
+
+
+# -- the shipped layer ---------------------------------------------------------------------------------
+needs_layer = pytest.mark.skipif(not SHIPPED_LAYERS, reason="no shipped enhancement layer")
+
+
+@needs_layer
+def test_shipped_layer_lifts_the_top_and_the_ladder_is_monotone():
+    w = load_weights(ROOT / "weights" / "default.safetensors")
+    layer = enhancecoding.load_enhancement(SHIPPED_LAYERS[0])
+    assert layer.base_id == w.model_id
+    rgb = make_image(96, 128, 8)
+    img = LoadedImage(rgb, None, "RGB")
+    points = []
+    for q in (ENHANCE_FROM, 90, 95, 100):
+        res = codec.compress(w, img, quality=q, effort=0)
+        points.append((len(res.data), metrics.psnr(rgb, codec.decompress(w, res.data).rgb)))
+    assert all(b[0] > a[0] and b[1] > a[1] for a, b in zip(points, points[1:])), points
+    assert points[-1][1] > points[0][1] + 3  # the layer adds several dB over the base's top
+
+
+@needs_layer
+def test_shipped_layer_decodes_identically_across_thread_counts():
+    w = load_weights(ROOT / "weights" / "default.safetensors")
+    data = codec.compress(w, LoadedImage(make_image(64, 80, 9), None, "RGB"), quality=95, effort=0).data
+    a, b = (decode_with_threads(w, data, n) for n in (1, 2))
+    assert a.enhancement is not None
+    assert np.array_equal(a.enhancement.symbols, b.enhancement.symbols) and np.array_equal(a.rgb, b.rgb)
+
+
+def test_thread_count_does_not_change_the_symbols(tiny_layer):
+    w, _ = tiny_layer
+    img = LoadedImage(make_image(48, 64, 10), None, "RGB")
+    out = []
+    for n in (1, 2):
+        with torch_threads(n):
+            out.append(codec.compress(w, img, quality=100).data)
+    assert out[0] == out[1]

@@ -1,0 +1,276 @@
+"""Enhancement layers on disk and in the entropy coder: weights files, integer tables, and the
+symbols' byte stream.
+
+A layer's weights are a safetensors file (metadata ``format`` = "vqcli-enhancement") holding the
+network (vqcli.enhance), ``stats.counts`` [levels, C, BUCKETS, alphabet]: how often each symbol
+occurred per level, channel and context bucket on the training crops, and the model id of the
+base it was trained over (``base_model``). Its own id hashes every tensor, as a base model's does;
+a .vqz names the layer by that id.
+
+Coding (docs/FORMAT.md, enhancement chunk): channel by channel; the positions of a channel
+ordered by context bucket, then raster; each bucket's run coded with one fixed table,
+``quantize(counts + 1)`` to a total of 2^16, by constriction's ANS. The tables and contexts are
+integers, so a stream parses identically on every device.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .enhance import BUCKETS, FACTOR, EnhanceConfig, Enhancement, box_abs, bucket, contexts
+from .entropy import STATE_BITS, quantize
+from .errors import VQError
+
+KIND = "vqcli-enhancement"
+FORMAT_VERSION = "1"
+TOTAL = 1 << 16
+
+
+@dataclass
+class EnhanceWeights:
+    """A loaded enhancement layer."""
+
+    net: Enhancement
+    config: EnhanceConfig
+    model_id: str
+    base_id: str
+    counts: np.ndarray  # int64 [levels, C, BUCKETS, alphabet]
+    training: dict
+    path: Path | None = None
+
+    @cached_property
+    def tables(self) -> np.ndarray:
+        """Integer frequencies [levels, C, BUCKETS, alphabet], each row summing to TOTAL."""
+        return quantize(self.counts + 1, TOTAL)
+
+    @cached_property
+    def min_symbol_bits(self) -> float:
+        """The fewest bits any symbol can cost (with a count of slack for constriction's rounding)."""
+        return -math.log2(min(1.0, (int(self.tables.max()) + 1) / TOTAL))
+
+    def check_payload(self, stream_bytes: int, n: int, name: str) -> None:
+        """Refuse a stream too short to hold n symbols, before any work of size n."""
+        need = n * self.min_symbol_bits - STATE_BITS
+        if 8 * stream_bytes < need:
+            raise VQError(f"{name}: corrupt enhancement chunk ({stream_bytes} bytes cannot hold {n} symbols)")
+
+    def min_stream_bytes(self, n: int) -> int:
+        return max(0, math.ceil((n * self.min_symbol_bits - STATE_BITS) / 8))
+
+
+def _id_of(tensors: dict[str, torch.Tensor], base_id: str) -> str:
+    """The layer's id: a hash of its tensors and of the base it refines."""
+    from .weights import model_id_of
+
+    return model_id_of({**tensors, "base_model": torch.tensor(list(bytes.fromhex(base_id)), dtype=torch.uint8)})
+
+
+def count_symbols(net: Enhancement, x: torch.Tensor, base: torch.Tensor, batch: int = 32) -> np.ndarray:
+    """Symbol counts [levels, C, BUCKETS, alphabet] of crops x given the base's reconstruction."""
+    cfg = net.cfg
+    counts = np.zeros((cfg.levels, cfg.channels, BUCKETS, cfg.alphabet), dtype=np.int64)
+    with torch.no_grad():
+        for i in range(0, x.shape[0], batch):
+            xb, bb = x[i:i + batch], base[i:i + batch]
+            feats = net.features(bb)
+            for lv in range(cfg.levels):
+                sym = net.analyse(xb, bb, feats, net.steps(float(lv))).round().clamp(-cfg.radius, cfg.radius).long()
+                ctx = contexts(sym)
+                key = ((torch.arange(cfg.channels).view(1, -1, 1, 1) * BUCKETS + ctx) * cfg.alphabet
+                       + sym + cfg.radius)
+                counts[lv] += np.bincount(key.ravel().numpy(), minlength=counts[lv].size).reshape(counts[lv].shape)
+    return counts
+
+
+def save_enhancement(path: Path | str, net: Enhancement, counts: np.ndarray, base_id: str, training: dict) -> str:
+    """Write a layer's weights file; returns its model id."""
+    from safetensors.torch import save
+
+    from .fileio import atomic_output
+
+    if int(counts.max()) >= 1 << 31:
+        raise ValueError("symbol counts do not fit int32")
+    tensors = {k: v.detach().cpu().float().contiguous() for k, v in net.state_dict().items()}
+    tensors["stats.counts"] = torch.from_numpy(np.ascontiguousarray(counts, dtype=np.int32))
+    mid = _id_of(tensors, base_id)
+    meta = {"format": KIND, "format_version": FORMAT_VERSION, "config": json.dumps(net.cfg.to_dict()),
+            "model_id": mid, "base_model": base_id, "training": json.dumps(training)}
+    with atomic_output(path) as f:
+        f.write(save(tensors, metadata=meta))
+    return mid
+
+
+def load_enhancement(path: Path | str, device: str | torch.device = "cpu") -> EnhanceWeights:
+    """Load and check a layer's weights file (one-line VQError on anything wrong)."""
+    from .weights import read_safetensors
+
+    path = Path(path)
+    tensors, meta = read_safetensors(path, "an enhancement layer")
+    if meta.get("format") != KIND:
+        raise VQError(f"{path}: not vq enhancement weights (format {meta.get('format')!r})")
+    try:
+        cfg = EnhanceConfig(**json.loads(meta["config"]))
+        base_id, mid = meta["base_model"], meta["model_id"]
+        training = json.loads(meta.get("training", "{}"))
+    except (KeyError, TypeError, ValueError) as e:
+        raise VQError(f"{path}: bad enhancement metadata ({e})") from None
+    try:
+        same = _id_of(tensors, base_id) == mid
+    except ValueError:  # a base id that is not hex
+        same = False
+    if not same:
+        raise VQError(f"{path}: its tensors do not match its model id {mid} (damaged file)")
+    counts = tensors.pop("stats.counts", None)
+    shape = (cfg.levels, cfg.channels, BUCKETS, cfg.alphabet)
+    if counts is None or tuple(counts.shape) != shape or counts.dtype != torch.int32 or int(counts.min()) < 0:
+        raise VQError(f"{path}: bad enhancement tables (stats.counts must be int32 {list(shape)}, >= 0)")
+    net = Enhancement(cfg)
+    try:
+        net.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise VQError(f"{path}: enhancement tensors do not match its config ({str(e).splitlines()[0]})") from None
+    net.eval().requires_grad_(False).to(device)
+    return EnhanceWeights(net, cfg, mid, base_id, counts.numpy().astype(np.int64), training, path)
+
+
+# -- the symbol stream -------------------------------------------------------------------------------
+def _runs(ctx: np.ndarray, keep: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(bucket, raster positions) of the kept positions of one channel, in coding order."""
+    flat = ctx.ravel()
+    pos = np.flatnonzero(keep.ravel())
+    order = pos[np.argsort(flat[pos], kind="stable")]
+    b = flat[order]
+    return [(int(k), order[b == k]) for k in np.unique(b)]
+
+
+def _model(table: np.ndarray):
+    import constriction
+
+    return constriction.stream.model.Categorical(np.ascontiguousarray(table, dtype=np.float64) / TOTAL, perfect=False)
+
+
+def _channel_contexts(sym: np.ndarray):
+    """(channel, its context buckets [h, w]) of symbols [C, h, w] in channel order: a running sum
+    over the earlier channels, one [h, w] plane at a time. The decoder fills sym as it goes."""
+    running = torch.zeros(sym.shape[1:], dtype=torch.int64)
+    for c in range(sym.shape[0]):
+        yield c, bucket(running, c).numpy()
+        running += box_abs(torch.from_numpy(sym[c].astype(np.int64)))
+
+
+def encode_symbols(ew: EnhanceWeights, sym: np.ndarray, level: int, keep: np.ndarray) -> tuple[bytes, float]:
+    """The stream of symbols [C, h, w] (int8, |s| <= radius; 0 where keep [h, w] is False, not
+    coded) at a table level -> (stream bytes, ideal bits)."""
+    import constriction
+
+    r = ew.config.radius
+    tables = ew.tables[level]
+    runs = [(c, _runs(ctx, keep)) for c, ctx in _channel_contexts(sym)]
+    coder = constriction.stream.stack.AnsCoder()
+    bits = 0.0
+    # ANS is a stack: the last channel's last run goes in first, so that decoding runs forward.
+    for c, channel in reversed(runs):
+        for k, pos in reversed(channel):
+            s = sym[c].ravel()[pos].astype(np.int32) + r
+            coder.encode_reverse(s, _model(tables[c, k]))
+            bits += float(-np.log2(tables[c, k][s] / TOTAL).sum())
+    return coder.get_compressed().astype("<u4").tobytes(), bits
+
+
+def decode_symbols(ew: EnhanceWeights, stream: bytes, level: int, keep: np.ndarray, name: str) -> np.ndarray:
+    """Inverse of encode_symbols -> int8 symbols [C, h, w]."""
+    import constriction
+
+    cfg = ew.config
+    n = int(keep.sum()) * cfg.channels
+    if len(stream) % 4:
+        raise VQError(f"{name}: corrupt enhancement chunk (length {len(stream)} is not whole words)")
+    ew.check_payload(len(stream), n, name)
+    tables = ew.tables[level]
+    sym = np.zeros((cfg.channels, *keep.shape), dtype=np.int8)
+    try:
+        coder = constriction.stream.stack.AnsCoder(np.frombuffer(stream, dtype="<u4").astype(np.uint32))
+        for c, ctx in _channel_contexts(sym):
+            plane = sym[c].reshape(-1)
+            for k, pos in _runs(ctx, keep):
+                plane[pos] = np.asarray(coder.decode(_model(tables[c, k]), pos.size), dtype=np.int64) - cfg.radius
+        unfinished = not coder.is_empty()
+    except (ValueError, RuntimeError, AssertionError) as e:
+        raise VQError(f"{name}: corrupt enhancement chunk ({e})") from None
+    if unfinished:
+        raise VQError(f"{name}: corrupt enhancement chunk (its stream does not end with its {n} symbols)")
+    return sym
+
+
+def table_level(level: int) -> int:
+    """The trained level whose tables code a fixed-point level (the nearer one)."""
+    from .format import LEVEL_ONE
+
+    return (level + LEVEL_ONE // 2) // LEVEL_ONE
+
+
+def coded_cells(flat_mask: np.ndarray | None, grid: tuple[int, int]) -> np.ndarray:
+    """bool [gh, gw]: the enhancement cells that hold symbols: all but those inside a flat base
+    cell (painted exactly anyway)."""
+    if flat_mask is None:
+        return np.ones(grid, dtype=bool)
+    r = grid[0] // flat_mask.shape[0]
+    return ~np.repeat(np.repeat(flat_mask, r, 0), r, 1)
+
+
+def latent_grid(grid: tuple[int, int], base_factor: int) -> tuple[int, int]:
+    """The enhancement's latent grid (h, w) over a base latent grid."""
+    r = base_factor // FACTOR
+    return grid[0] * r, grid[1] * r
+
+
+# -- finding a layer ------------------------------------------------------------------------------
+ENHANCE_DIR = "enhance"
+"""Layers live in an `enhance/` folder beside the weights they enhance (shipped: weights/enhance/)."""
+_LOADED: dict[tuple[Path, str], EnhanceWeights] = {}
+
+
+def _layer_files() -> list[Path]:
+    from .weightspath import weights_search_path
+
+    out = []
+    for folder in weights_search_path():
+        for d in (folder, folder / ENHANCE_DIR):
+            out += sorted(d.glob("*.safetensors")) if d.is_dir() else []
+    return out
+
+
+def _meta(path: Path) -> dict[str, str]:
+    from .weightspath import read_metadata
+
+    meta = read_metadata(path) or {}
+    return meta if meta.get("format") == KIND else {}
+
+
+def find_enhancement(base_id: str) -> Path | None:
+    """The first layer on the weights search path trained over base model base_id, or None."""
+    return next((p for p in _layer_files() if _meta(p).get("base_model") == base_id), None)
+
+
+def locate_enhancement(model_id: str, name: str) -> Path:
+    """The layer a file names by id, or a VQError naming the id."""
+    found = next((p for p in _layer_files() if _meta(p).get("model_id") == model_id), None)
+    if found is None:
+        raise VQError(f"{name}: made with enhancement layer {model_id}, and no layer of that id was found "
+                      f"(searched the weights search path and its {ENHANCE_DIR}/ folders)")
+    return found
+
+
+def cached_enhancement(path: Path, device: str | torch.device = "cpu") -> EnhanceWeights:
+    """load_enhancement, once per file and device."""
+    key = (Path(path).resolve(), str(device))
+    if key not in _LOADED:
+        _LOADED[key] = load_enhancement(path, device)
+    return _LOADED[key]
