@@ -18,7 +18,7 @@ from vqcli import format as vqz
 from vqcli.enhance import BUCKETS, EnhanceConfig, Enhancement, contexts
 from vqcli.errors import VQError
 from vqcli.images import LoadedImage
-from vqcli.rate import ENHANCE_FROM, enhancement_level
+from vqcli.rate import ENHANCE_FROM, ENHANCED_BASE_TOP, enhanced_rate
 from vqcli.weights import load_weights
 from vqcli.weightspath import WEIGHTS_PATH_ENV
 
@@ -120,7 +120,8 @@ def test_file_round_trip_flat_cells_and_repack(tiny_layer):
     # cut before the enhancement chunk: the base image, flagged truncated
     base = codec.decompress(w, res.data[:len(res.data) - info["enhancement"]["bytes"] - vqz.CHUNK_HEAD_SIZE])
     assert base.truncated and base.enhancement is None
-    assert np.array_equal(base.rgb, codec.decompress(w, codec.compress(w, img, quality=ENHANCE_FROM).data).rgb)
+    only_base = codec.compress(w, img, quality=ENHANCED_BASE_TOP, enhance=False).data
+    assert np.array_equal(base.rgb, codec.decompress(w, only_base).rgb)
 
 
 def test_no_layer_below_the_threshold_or_when_disabled(tiny_layer):
@@ -131,10 +132,10 @@ def test_no_layer_below_the_threshold_or_when_disabled(tiny_layer):
     assert vqz.read_header(codec.compress(w, img, quality=100, enhance=False).data).version < 4
 
 
-def test_level_mapping_is_monotone():
-    levels = [enhancement_level(q, 6) for q in range(86, 101)]
-    assert enhancement_level(ENHANCE_FROM, 6) is None and levels[-1] == 0
-    assert all(a > b for a, b in zip(levels, levels[1:]))
+def test_quality_mapping_is_monotone():
+    rates = [enhanced_rate(q, 6) for q in range(int(ENHANCE_FROM) + 1, 101)]
+    assert enhanced_rate(ENHANCE_FROM, 6) is None and rates[-1] == (ENHANCED_BASE_TOP, 0)
+    assert all(a[0] < b[0] and a[1] > b[1] for a, b in zip(rates, rates[1:]))
 
 
 def test_missing_or_mismatched_layer_is_one_line_error(tiny_layer, tmp_path, monkeypatch):
@@ -205,7 +206,7 @@ def test_shipped_layer_lifts_the_top_and_the_ladder_is_monotone():
     rgb = make_image(96, 128, 8)
     img = LoadedImage(rgb, None, "RGB")
     points = []
-    for q in (ENHANCE_FROM, 90, 95, 100):
+    for q in (ENHANCE_FROM, ENHANCE_FROM + 1, 75, 90, 100):
         res = codec.compress(w, img, quality=q, effort=0)
         points.append((len(res.data), metrics.psnr(rgb, codec.decompress(w, res.data).rgb)))
     assert all(b[0] > a[0] and b[1] > a[1] for a, b in zip(points, points[1:])), points

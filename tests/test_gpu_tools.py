@@ -84,3 +84,18 @@ def test_train_gpu_dry_run_widens_the_shipped_kind_of_model(image_dir, tiny_weig
     assert r.returncode == 0, r.stderr
     w = load_weights(_joined(out, "hifi"))
     assert w.training["init"] == load_weights(tiny_weights).model_id
+
+
+def test_train_enhance_dry_run_continues_a_layer_and_writes_one(image_dir, tiny_weights, tmp_path):
+    from vqcli.enhancecoding import load_enhancement
+
+    first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    common = ("--base", str(tiny_weights), "--data", str(image_dir), "--crops", "12", "--crop-size", "32",
+              "--max-steps", "2", "--count-crops", "8", "--ckpt", str(tmp_path / "ckpt"))
+    r = _run("tools/train_enhance.py", *common, "--out", str(first))
+    assert r.returncode == 0, r.stderr
+    r = _run("tools/train_enhance.py", *common, "--init", str(first), "--out", str(second))
+    assert r.returncode == 0, r.stderr
+    a, b = load_enhancement(first), load_enhancement(second)
+    assert a.base_id == b.base_id == load_weights(tiny_weights).model_id and a.model_id != b.model_id
+    assert b.training["steps"] == 2 and int(b.counts.sum()) > 0

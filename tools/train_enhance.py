@@ -2,9 +2,12 @@
 
     nice -n 15 .venv/bin/python tools/train_enhance.py --cache runs/proxy_crops.pt \
         --init runs/proxy_0.1b.pt --minutes 60 --out runs/enh.safetensors
+    python tools/train_enhance.py --data .gpu/data --device cuda --init weights/enhance/default.safetensors \
+        --minutes 8 --out out/gpu/enhance.safetensors          (a GPU burst: make train-gpu-enhance)
 
 The crops and the base's reconstruction of them (all stages) come from the cache that
-tools/proxy_enhance.py builds (--cache there). Every training sample draws one of the levels;
+tools/proxy_enhance.py builds (--cache there), or are cut from --data and reconstructed by the
+base on --device at the start (every stage, and prefixes of 3, 5 and 8 stages for --bases). Every training sample draws one of the levels;
 level l has its own per-channel steps and loss bpp + lam / step_l^2 * 255^2 * MSE (uniform
 noise for rounding; the rate is a Gaussian per channel and context bucket, the context taken from
 the rounded earlier channels as the coder takes it). At the end the symbol counts of every
@@ -22,7 +25,7 @@ from pathlib import Path
 import torch
 
 from vqcli.enhance import BUCKETS, EnhanceConfig, Enhancement, contexts
-from vqcli.enhancecoding import count_symbols, save_enhancement
+from vqcli.enhancecoding import count_symbols, load_enhancement, save_enhancement
 from vqcli.weights import load_weights
 
 STEPS = (0.7, 1.0, 1.4, 2.0, 2.8, 4.0)
@@ -31,6 +34,32 @@ STEPS = (0.7, 1.0, 1.4, 2.0, 2.8, 4.0)
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = ((a.clamp(0, 1) * 255).round() - (b * 255).round()).pow(2).mean((1, 2, 3))
     return float((10 * torch.log10(255 ** 2 / mse.clamp(min=1e-10))).mean())
+
+
+@torch.no_grad()
+def cut_crops(base, folder: Path, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """n random crops of the images in folder (float, on the base's device), the base's
+    reconstruction with every stage, and uint8 ones with the first 3, 5 and 8 stages."""
+    from vqcli.images import find_images, load_image
+    from vqcli.model import to_tensor
+
+    files = [f for f in find_images(folder) if min(load_image(f).rgb.shape[:2]) >= size]
+    if not files:
+        raise SystemExit(f"{folder}: no image of at least {size}x{size}")
+    g = torch.Generator().manual_seed(0)
+    dev = next(base.model.parameters()).device
+    crops = []
+    for _ in range(n):
+        rgb = load_image(files[int(torch.randint(len(files), (1,), generator=g))]).rgb
+        y = int(torch.randint(rgb.shape[0] - size + 1, (1,), generator=g))
+        x = int(torch.randint(rgb.shape[1] - size + 1, (1,), generator=g))
+        crops.append(to_tensor(rgb[y:y + size, x:x + size])[0])
+    tx = torch.stack(crops).to(dev)
+    idx = torch.cat([base.model.encode(tx[i:i + 64]) for i in range(0, n, 64)])
+    tb = torch.cat([base.model.decode(idx[i:i + 64]) for i in range(0, n, 64)]).clamp(0, 1)
+    prefixes = [torch.cat([(base.model.decode(idx[i:i + 64, :k]).clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+                           for i in range(0, n, 64)]) for k in (3, 5, 8) if k < base.config.stages]
+    return tx, tb, prefixes
 
 
 def init_from_proxy(net: Enhancement, path: Path) -> None:
@@ -46,11 +75,28 @@ def init_from_proxy(net: Enhancement, path: Path) -> None:
 def rate_bits(q: torch.Tensor, ctx: torch.Tensor, log_scale: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
     """Bits per image of noisy latents q [B, C, h, w] under zero-mean Gaussians of log scale
     log_scale[level, c, ctx]."""
-    c = torch.arange(q.shape[1]).view(1, -1, 1, 1)
+    c = torch.arange(q.shape[1], device=q.device).view(1, -1, 1, 1)
     s = log_scale[level.view(-1, 1, 1, 1), c, ctx].exp().clamp(min=0.05)
     n = torch.distributions.Normal(0.0, s)
     p = (n.cdf(q + 0.5) - n.cdf(q - 0.5)).clamp(min=1e-9)
     return -(p.log() / math.log(2)).sum((1, 2, 3))
+
+
+@torch.no_grad()
+def initial_log_scale(net: Enhancement, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """log of the RMS symbol per level, channel and context bucket (at least 0.1) on crops."""
+    cfg = net.cfg
+    out = torch.full((cfg.levels, cfg.channels, BUCKETS), math.log(0.5))
+    feats = net.features(b)
+    for lv in range(cfg.levels):
+        q = net.analyse(x, b, feats, net.steps(float(lv))).round().clamp(-cfg.radius, cfg.radius)
+        ctx = contexts(q.long())
+        for c in range(cfg.channels):
+            for k in range(BUCKETS):
+                v = q[:, c][ctx[:, c] == k]
+                if v.numel() >= 20:
+                    out[lv, c, k] = math.log(max(0.1, float(v.float().pow(2).mean().sqrt())))
+    return out
 
 
 @torch.no_grad()
@@ -59,7 +105,7 @@ def evaluate(net: Enhancement, x: torch.Tensor, b: torch.Tensor, log_scale: torc
     rows = []
     for lv in range(net.cfg.levels):
         q = net.analyse(x, b, feats, net.steps(float(lv))).round().clamp(-net.cfg.radius, net.cfg.radius)
-        lvl = torch.full((x.shape[0],), lv)
+        lvl = torch.full((x.shape[0],), lv, device=x.device)
         bits = rate_bits(q, contexts(q.long()), log_scale, lvl)
         rows.append({"level": lv, "psnr": round(psnr(net.synthesise(q, b, feats, net.steps(float(lv))), x), 3),
                      "bpp": round(float(bits.mean() / (x.shape[2] * x.shape[3])), 4)})
@@ -69,8 +115,13 @@ def evaluate(net: Enhancement, x: torch.Tensor, b: torch.Tensor, log_scale: torc
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", type=Path, default=Path("weights/default.safetensors"))
-    ap.add_argument("--cache", type=Path, required=True)
-    ap.add_argument("--init", type=Path, help="a network saved by tools/proxy_enhance.py --save")
+    ap.add_argument("--cache", type=Path, help="crops and base reconstructions (tools/proxy_enhance.py --cache)")
+    ap.add_argument("--data", type=Path, help="an image folder to cut crops from instead of --cache")
+    ap.add_argument("--crops", type=int, default=2400, help="crops cut from --data")
+    ap.add_argument("--crop-size", type=int, default=128)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--init", type=Path, help="a layer's weights (.safetensors) to continue, or a network saved "
+                    "by tools/proxy_enhance.py --save")
     ap.add_argument("--resume", type=Path, help="a checkpoint of this script (--ckpt)")
     ap.add_argument("--ckpt", type=Path, default=Path("runs/enh.ckpt"))
     ap.add_argument("--minutes", type=float, default=60)
@@ -78,19 +129,43 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--count-crops", type=int, default=1200, help="training crops counted for the tables")
+    ap.add_argument("--bases", type=Path, help="more base reconstructions of the same crops (uint8, one per "
+                    "stage prefix: {k: [N, 3, H, W]}), drawn at random with the cache's, so that the layer "
+                    "learns to refine bases of every quality")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--max-steps", type=int, default=10 ** 9)
+    ap.add_argument("--trained-on", default="train/ + permissive/ crops (runs/data_all)",
+                    help="the training data, for the weights' summary")
     args = ap.parse_args()
+    if (args.cache is None) == (args.data is None):
+        raise SystemExit("give one of --cache and --data")
     torch.manual_seed(0)
+    dev = torch.device(args.device)
     cfg = EnhanceConfig(levels=len(STEPS))
     net = Enhancement(cfg)
     with torch.no_grad():
         net.log_step.copy_(torch.tensor(STEPS).log()[:, None].expand(-1, cfg.channels))
-    log_scale = torch.nn.Parameter(torch.zeros(cfg.levels, cfg.channels, BUCKETS))
-    if args.init is not None:
+    if args.init is not None and args.init.suffix == ".safetensors":
+        net = load_enhancement(args.init).net.requires_grad_(True).train()
+        cfg = net.cfg
+    elif args.init is not None:
         init_from_proxy(net, args.init)
-        with torch.no_grad():
-            net.log_step.copy_(torch.tensor(STEPS).log()[:, None].expand(-1, cfg.channels))
-    opt = torch.optim.AdamW(list(net.parameters()) + [log_scale], lr=args.lr, weight_decay=0)
+    base = load_weights(args.base, dev)
+    extra: list[torch.Tensor] = []
+    if args.cache is not None:
+        data = torch.load(args.cache)
+        tx, tb, vx, vb = data["train_x"], data["train_b"], data["val_x"], data["val_b"]
+        extra = list(torch.load(args.bases).values()) if args.bases is not None else []
+    else:
+        tx, tb, extra = cut_crops(base, args.data, args.crops, args.crop_size)
+        vx, vb = tx[:8], tb[:8]  # no val here: a burst watches its training loss
+    net, tx, tb, vx, vb = net.to(dev), tx.to(dev), tb.to(dev), vx.to(dev), vb.to(dev)
+    log_scale = torch.nn.Parameter(torch.zeros(cfg.levels, cfg.channels, BUCKETS, device=dev))
+    # The rate's scales start at the symbols' spread and learn fast: they only price the latent.
+    with torch.no_grad():
+        log_scale.copy_(initial_log_scale(net, tx[:64], tb[:64]).to(dev))
+    opt = torch.optim.AdamW([{"params": list(net.parameters())}, {"params": [log_scale], "lr": 30 * args.lr}],
+                            lr=args.lr, weight_decay=0)
     step, log = 0, []
     if args.resume is not None:
         saved = torch.load(args.resume)
@@ -98,19 +173,22 @@ def main() -> None:
         log_scale.data.copy_(saved["log_scale"])
         opt.load_state_dict(saved["opt"])
         step, log = saved["step"], saved["log"]
-    data = torch.load(args.cache)
-    tx, tb, vx, vb = data["train_x"], data["train_b"], data["val_x"], data["val_b"]
-    lam = torch.tensor([args.lam / s ** 2 for s in STEPS])
+    lam = torch.tensor([args.lam / s ** 2 for s in STEPS], device=dev)
     t0, last_ckpt = time.time(), time.time()
 
     def checkpoint() -> None:
         torch.save({"net": net.state_dict(), "log_scale": log_scale.detach(), "opt": opt.state_dict(),
                     "step": step, "log": log}, args.ckpt)
 
-    while time.time() - t0 < 60 * args.minutes:
+    while time.time() - t0 < 60 * args.minutes and step < args.max_steps:
         i = torch.randint(0, tx.shape[0], (args.batch,))
         x, b = tx[i], tb[i]
-        level = torch.randint(0, cfg.levels, (args.batch,))
+        if extra:  # each sample's base: the full one or one of the prefixes
+            pick = torch.randint(0, len(extra) + 1, (args.batch,))
+            for j in range(args.batch):
+                if pick[j] > 0:
+                    b[j] = extra[pick[j] - 1][i[j].cpu()].to(dev).float() / 255
+        level = torch.randint(0, cfg.levels, (args.batch,), device=dev)
         feats = net.features(b)
         y = net.analyse(x, b, feats, net.steps(level))
         with torch.no_grad():
@@ -133,11 +211,11 @@ def main() -> None:
             checkpoint()
             last_ckpt = time.time()
     checkpoint()
-    base = load_weights(args.base, "cpu")
-    counts = count_symbols(net, tx[:args.count_crops], tb[:args.count_crops])
+    net = net.cpu().eval()
+    counts = count_symbols(net, tx[:args.count_crops].cpu(), tb[:args.count_crops].cpu())
     save_enhancement(args.out, net, counts, base.model_id,
-                     {"steps": step, "lam": args.lam, "trained_on": "train/ + permissive/ crops (runs/data_all)",
-                      "val_crops": evaluate(net, vx, vb, log_scale)})
+                     {"steps": step, "lam": args.lam, "trained_on": args.trained_on,
+                      "val_crops": evaluate(net, vx.cpu(), vb.cpu(), log_scale.detach().cpu())})
     print(json.dumps({"steps": step, "out": str(args.out)}), flush=True)
 
 

@@ -33,7 +33,7 @@ from .flatcells import FlatCells
 from .format import LEVEL_ONE
 from .images import LoadedImage
 from .limits import MAX_PIXELS, check_size
-from .rate import DEFAULT_EFFORT, EFFORTS, ENHANCE_FROM, check_effort, check_rate, enhancement_level
+from .rate import DEFAULT_EFFORT, EFFORTS, check_effort, check_rate, enhanced_rate
 from .weights import Weights
 
 GREY_SOURCES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -315,7 +315,7 @@ class ImageEncoder:
             self.idx, self.err, self.latent = np.ascontiguousarray(enc.indices.numpy()), enc.errors.numpy(), enc.latent
         self.alpha = vqz.pack_alpha(image.alpha) if image.alpha is not None else None
         self._bits: np.ndarray | None = None  # each greedy index's bits, for the stage map
-        self._base: tuple[Coded, np.ndarray] | None = None  # the enhancement's base file and its pixels
+        self._bases: dict[float, tuple[Coded, np.ndarray]] = {}  # the enhancement's bases and their pixels
         self._tables: list[torch.Tensor] | None = None  # the entropy model's bit tables, for the search
 
     def _beam_codes(self, per_position: np.ndarray, price: np.ndarray | None) -> np.ndarray:
@@ -359,18 +359,18 @@ class ImageEncoder:
         return self._file(stagemap.expand(counts, self.idx.shape[1:]), price)
 
     def at_quality(self, quality: float) -> Coded:
-        """The file of a quality: the base's ladder, and above ENHANCE_FROM (with a layer) the
-        base at ENHANCE_FROM plus the enhancement at the quality's level."""
-        level = None if self.layer is None else enhancement_level(quality, self.layer.config.levels)
-        return self.adaptive(quality) if level is None else self.enhanced(level)
+        """The file of a quality: the base's ladder, and above ENHANCE_FROM (with a layer) a base
+        and the enhancement at the quality's level (rate.enhanced_rate)."""
+        rate = None if self.layer is None else enhanced_rate(quality, self.layer.config.levels)
+        return self.adaptive(quality) if rate is None else self.enhanced(*rate)
 
-    def enhanced(self, level: int) -> Coded:
-        """The base at ENHANCE_FROM plus the enhancement at a fixed-point level."""
+    def enhanced(self, base_quality: float, level: int) -> Coded:
+        """The base at a quality plus the enhancement at a fixed-point level."""
         layer = self.layer
-        if self._base is None:
-            base = self.adaptive(ENHANCE_FROM)
-            self._base = base, self.decode(base)
-        base, base_rgb = self._base
+        if base_quality not in self._bases:
+            base = self.adaptive(base_quality)
+            self._bases[base_quality] = base, self.decode(base)
+        base, base_rgb = self._bases[base_quality]
         grid = enhancecoding.latent_grid(self.idx.shape[1:], self.weights.model.factor)
         sym = tiling.enhance_encode(layer.net, self.rgb, base_rgb, layer.net.steps(level / LEVEL_ONE), grid)
         sym[:, ~enhancecoding.coded_cells(self.flat.mask, grid)] = 0

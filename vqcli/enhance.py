@@ -119,7 +119,7 @@ def bucket(running: torch.Tensor, channel: int) -> torch.Tensor:
     if channel == 0:
         return torch.zeros_like(running)
     m = (16 * running) // (9 * channel)
-    return torch.bucketize(m, torch.tensor(ACTIVITY_EDGES, dtype=torch.int64), right=True)
+    return torch.bucketize(m, torch.tensor(ACTIVITY_EDGES, dtype=torch.int64, device=m.device), right=True)
 
 
 def contexts(sym: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ from .metrics import BD_INTERPOLATION, MSSSIM_MIN_SIDE, bd_rate, ms_ssim, msssim
 from .rate import DEFAULT_EFFORT, check_effort
 
 FIELDS = ("bpp", "psnr", "ms_ssim", "encode_ms", "decode_ms")
-VQ_QUALITIES = (0, 10, 20, 30, 40, 50, 60, 70, 80, 85, 90, 95, 100)
+VQ_QUALITIES = (0, 10, 20, 30, 40, 50, 55, 60, 70, 80, 90, 100)
 UNIFORM = "vq-stages"  # the codec name of vq with uniform stages (--stages)
 LABELS = {"vq": "vq", UNIFORM: "vq --stages"}
 

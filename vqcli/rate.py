@@ -59,16 +59,20 @@ def check_rate(stages: int | None, bpp: float | None, psnr: float | None, total:
         check_quality(quality)
 
 
-# The enhancement layer (vqcli.enhance) extends the top of the scale for weights that have one.
-ENHANCE_FROM = 85.0
-"""Qualities above this add an enhancement layer over the base coded at ENHANCE_FROM: quality 100
-is the layer's finest level, qualities just above ENHANCE_FROM its coarsest; at and below it the
-base's ladder is unchanged."""
+# The enhancement layer (vqcli.enhance) takes over the top of the scale for weights that have one.
+ENHANCE_FROM = 50.0
+"""Qualities above this add an enhancement layer: the base coded at a quality rising from
+ENHANCE_FROM to ENHANCED_BASE_TOP, and the layer's level falling from its coarsest to its finest
+(quality 100). Measured on val photos, a layer over a mid-quality base gives more dB per bit than
+the base's own top stages: the layer pays off from about 0.5 bpp. At and below it, the base's
+ladder is unchanged."""
+ENHANCED_BASE_TOP = 85.0
 
 
-def enhancement_level(quality: float, levels: int) -> int | None:
-    """The fixed-point enhancement level (0 = finest) of a quality, or None below ENHANCE_FROM."""
+def enhanced_rate(quality: float, levels: int) -> tuple[float, int] | None:
+    """(base quality, fixed-point enhancement level, 0 = finest) of a quality, or None at and below
+    ENHANCE_FROM (the base alone)."""
     if quality <= ENHANCE_FROM:
         return None
-    t = (100.0 - quality) / (100.0 - ENHANCE_FROM)  # 0 at the top, 1 at ENHANCE_FROM
-    return round(t * (levels - 1) * LEVEL_ONE)
+    t = (quality - ENHANCE_FROM) / (100.0 - ENHANCE_FROM)  # 0 at ENHANCE_FROM, 1 at the top
+    return ENHANCE_FROM + t * (ENHANCED_BASE_TOP - ENHANCE_FROM), round((1 - t) * (levels - 1) * LEVEL_ONE)
