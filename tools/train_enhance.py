@@ -7,10 +7,12 @@
 
 The crops and the base's reconstruction of them (all stages) come from the cache that
 tools/proxy_enhance.py builds (--cache there), or are cut from --data and reconstructed by the
-base on --device at the start (every stage, and prefixes of 3, 5 and 8 stages for --bases). Every training sample draws one of the levels;
-level l has its own per-channel steps and loss bpp + lam / step_l^2 * 255^2 * MSE (uniform
-noise for rounding; the rate is a Gaussian per channel and context bucket, the context taken from
-the rounded earlier channels as the coder takes it). At the end the symbol counts of every
+base on --device at the start (every stage, and prefixes of 3, 5 and 8 stages, as --bases
+gives them: each sample's base is one of them, so that the layer refines bases of every
+quality). Every training sample draws one of the levels; level l has its own per-channel steps
+and loss bpp + lam / step_l^2 * 255^2 * MSE (uniform noise for rounding; the rate is a Gaussian
+per channel and context bucket, the context taken from the rounded earlier channels as the
+coder takes it). At the end the symbol counts of every
 level, channel and context over the training crops become the coder's integer tables.
 """
 
