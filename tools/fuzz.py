@@ -103,7 +103,27 @@ def vqz_seeds(weights) -> list[bytes]:
         out.append(compress(weights, LoadedImage(rgb, None, "RGB"), quality=(29 * i) % 101).data)
     f, stages = weights.config.downsample, weights.config.stages
     out.append(pack(weights, np.zeros((stages, 30, 40), dtype=np.int64), 40 * f, 30 * f, entropy="static"))
+    # format 4: an enhancement layer (the caller puts one for these weights on the search path)
+    for i, (h, w) in enumerate([(8, 8), (33, 57), (48, 64)]):
+        rgb = smooth_image(h, w, 20 + i)
+        rgb[:h // 3, :w // 3] = (10, 20, 30)
+        out.append(compress(weights, LoadedImage(rgb, None, "RGB"), quality=100 - 17 * i).data)
     return out
+
+
+def small_layer(folder: Path, base_id: str) -> None:
+    """An untrained enhancement layer over base_id (for format-4 seeds), written into folder."""
+    import torch
+
+    from vqcli.enhance import BUCKETS, EnhanceConfig, Enhancement
+    from vqcli.enhancecoding import save_enhancement
+
+    cfg = EnhanceConfig(channels=4, width=8, levels=3, radius=7)
+    counts = np.random.default_rng(0).integers(0, 50, (cfg.levels, cfg.channels, BUCKETS, cfg.alphabet))
+    counts[..., cfg.radius] += 2000
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        save_enhancement(folder / "layer.safetensors", Enhancement(cfg), counts, base_id, {"fuzz": True})
 
 
 # -- mutations -----------------------------------------------------------------------------------
@@ -336,12 +356,29 @@ def fuzz_vqz(cases: int, seed: int, time_limit: float = 5.0, memory_mb: float = 
 
 
 def _fuzz_vqz(cases: int, seed: int, time_limit: float, memory_mb: float, progress: bool) -> Report:
-    from vqcli.batch import Job
-    from vqcli.codecli import decompress_one
     from vqcli.weights import load_weights
+    from vqcli.weightspath import WEIGHTS_PATH_ENV
 
     weights = load_weights(TINY, "cpu")
-    pool = vqz_seeds(weights)
+    layer_dir = tempfile.TemporaryDirectory()
+    small_layer(Path(layer_dir.name), weights.model_id)
+    old_path = os.environ.get(WEIGHTS_PATH_ENV)
+    os.environ[WEIGHTS_PATH_ENV] = layer_dir.name
+    try:
+        return _fuzz_pool(weights, vqz_seeds(weights), cases, seed, time_limit, memory_mb, progress)
+    finally:
+        if old_path is None:
+            os.environ.pop(WEIGHTS_PATH_ENV, None)
+        else:
+            os.environ[WEIGHTS_PATH_ENV] = old_path
+        layer_dir.cleanup()
+
+
+def _fuzz_pool(weights, pool: list[bytes], cases: int, seed: int, time_limit: float, memory_mb: float,
+               progress: bool) -> Report:
+    from vqcli.batch import Job
+    from vqcli.codecli import decompress_one
+
     rng = random.Random(seed)
     report = Report(".vqz")
     start = time.perf_counter()

@@ -10,6 +10,9 @@ cells of one colour) are painted exactly, and inside a flat region they hold no 
 Rate: by default every block of latent cells keeps its own prefix of the S stages, chosen for
 rate and distortion at a quality (vqcli.stagemap; a format-2 file); --bpp and --psnr search the
 quality. --stages N keeps the first N stages everywhere (a format-1 file, a plain grid of tokens).
+Above rate.ENHANCE_FROM, weights that have an enhancement layer (vqcli.enhance) code a base at a
+middle quality and the layer over its pixels (a format-4 file), which lifts the image past the
+base autoencoder's ceiling.
 
 Codes: the stage map is chosen from the greedy codes (the nearest code, stage by stage); then,
 at an effort above 0, each position's codes are searched again to the depth it keeps (a beam
@@ -362,7 +365,9 @@ class ImageEncoder:
         """The file of a quality: the base's ladder, and above ENHANCE_FROM (with a layer) a base
         and the enhancement at the quality's level (rate.enhanced_rate)."""
         rate = None if self.layer is None else enhanced_rate(quality, self.layer.config.levels)
-        return self.adaptive(quality) if rate is None else self.enhanced(*rate)
+        if rate is None or self.flat.mask.all():  # a flat image is exact already
+            return self.adaptive(quality)
+        return self.enhanced(*rate)
 
     def enhanced(self, base_quality: float, level: int) -> Coded:
         """The base at a quality plus the enhancement at a fixed-point level."""
