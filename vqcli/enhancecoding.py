@@ -136,7 +136,8 @@ def load_enhancement(path: Path | str, device: str | torch.device = "cpu") -> En
         net.load_state_dict(tensors)
     except RuntimeError as e:
         raise VQError(f"{path}: enhancement tensors do not match its config ({str(e).splitlines()[0]})") from None
-    net.eval().requires_grad_(False).to(device)
+    # channels-last convolutions: about a fifth faster on CPU (measured on a 768x512 decode)
+    net.eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
     return EnhanceWeights(net, cfg, mid, base_id, counts.numpy().astype(np.int64), training, path)
 
 
