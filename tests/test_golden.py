@@ -43,8 +43,9 @@ def test_golden_set_covers_both_weights_both_entropy_models_and_alpha():
                                                      "weights/89cbeca6f8a5434f.safetensors",
                                                      "weights/ms-ssim.safetensors", "weights/hifi.safetensors"}
     assert any(r["alpha_sha256"] for r in RECORD.values())
-    # every layout: uniform stages (format 1), a stage map (2), flat cells and padded stages (3)
-    assert {vqz.read_header((GOLDEN / name).read_bytes()).version for name in RECORD} == {1, 2, 3}
+    # every layout: uniform stages (format 1), a stage map (2), flat cells and padded stages (3),
+    # an enhancement layer (4)
+    assert {vqz.read_header((GOLDEN / name).read_bytes()).version for name in RECORD} == {1, 2, 3, 4}
 
 
 @pytest.mark.parametrize("name", sorted(RECORD))
@@ -60,7 +61,8 @@ def test_golden_file_decodes_exactly(weights, name, threads):
     assert sha(dec.indices) == rec["indices_sha256"]
     assert sha(dec.rgb) == rec["pixels_sha256"]
     assert (None if dec.alpha is None else sha(dec.alpha)) == rec["alpha_sha256"]
+    assert (None if dec.enhancement is None else dec.enhancement.model_id) == rec.get("enhancement")
     # The encoder side: the same indices give the same bytes.
     alpha = dec.alpha
     assert pack(w, dec.indices, dec.header.width, dec.header.height, alpha, dec.header.mode,
-                rec["entropy"], flat=dec.flat) == data
+                rec["entropy"], flat=dec.flat, enhancement=dec.enhancement) == data

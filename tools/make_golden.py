@@ -3,7 +3,8 @@
 - tiny.safetensors: the `tiny` preset trained deterministically (CPU, one thread, fixed seed)
   for 40 steps on generated images, a few KB;
 - *.vqz: small generated images coded with it and with every shipped release (weights/<id>.safetensors),
-  static, context and spatial entropy models, one with alpha, one grey; only missing files are
+  static, context and spatial entropy models, one with alpha, one grey, two with the default's
+  enhancement layer (weights/enhance/; its id is in the file); only missing files are
   written (a golden file is a reference, never regenerated for a release);
 - golden.json: per file, the weights, the sha256 of its decoded indices (int64, C order) and of
   its decoded pixels (RGB uint8, then alpha).
@@ -56,6 +57,9 @@ CASES = {
     "default_flat_alpha.vqz": (DEFAULT, 72, 104, 12, "spatial", True, False, 45),
     "hifi_flat.vqz": (HIFI, 64, 80, 13, "spatial", False, False, 70),
     "tiny_flat_stages.vqz": (TINY, 40, 56, 14, "context", False, False),
+    # format 4: the default with its shipped enhancement layer (weights/enhance/), flat cells too
+    "default_enhanced_flat.vqz": (DEFAULT, 64, 88, 15, "spatial", False, False, 90),
+    "default_enhanced.vqz": (DEFAULT, 56, 72, 16, "spatial", True, False, 70),
 }
 FLAT = {name for name in CASES if "_flat" in name}
 PADDED = "tiny_padded.vqz"  # format 3's padded stage chunks: all-zero indices, packed (tiny, static)
@@ -109,7 +113,8 @@ def write(name: str, path: str, wt, data: bytes, entropy: str) -> dict:
     print(name, len(data), "bytes, format", h.version)
     return {"weights": path, "model_id": wt.model_id, "size": [h.width, h.height], "mode": h.mode, "entropy": entropy,
             "stages": dec.stages, "indices_sha256": sha(dec.indices), "pixels_sha256": sha(dec.rgb),
-            "alpha_sha256": None if dec.alpha is None else sha(dec.alpha)}
+            "alpha_sha256": None if dec.alpha is None else sha(dec.alpha),
+            **({} if dec.enhancement is None else {"enhancement": dec.enhancement.model_id})}
 
 
 def main() -> None:
