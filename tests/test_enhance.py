@@ -230,3 +230,15 @@ def test_thread_count_does_not_change_the_symbols(tiny_layer):
         with torch_threads(n):
             out.append(codec.compress(w, img, quality=100).data)
     assert out[0] == out[1]
+
+
+def test_eval_measures_the_ladder_compress_writes(tiny_layer):
+    from vqcli.evaluate import VQ_QUALITIES, Tally, vq_points
+
+    w, _ = tiny_layer
+    rgb = make_image(40, 48, 11)
+    points = {p.setting: p for p in vq_points(w, rgb, Tally(), effort=0)}
+    for q in (VQ_QUALITIES[0], 100):
+        data = codec.compress(w, LoadedImage(rgb, None, "RGB"), quality=q, effort=0).data
+        assert points[q].bpp == pytest.approx(8 * len(data) / rgb[..., 0].size)
+    assert vqz.read_header(codec.compress(w, LoadedImage(rgb, None, "RGB"), quality=100).data).version == 4
