@@ -200,8 +200,8 @@ def compress(
     weights: WeightsOpt = None,
     quality: Annotated[Optional[float], typer.Option(
         "--quality", "-q", help="0-100: each 16x16 block keeps the RVQ stages worth their bits at this "
-        "quality; above 85, an enhancement layer refines the image (the shipped default has one: up to "
-        "about 38 dB at 100). Default: the weights' default quality, 45 for the shipped model.")] = None,
+        "quality; above 50, an enhancement layer also refines the image (the shipped default has one: "
+        "up to about 38 dB at 100). Default: the weights' default quality, 45 for the shipped model.")] = None,
     bpp: Annotated[Optional[float], typer.Option(help="The highest quality whose file fits BPP bits per pixel.")] = None,
     psnr: Annotated[Optional[float], typer.Option(help="The lowest quality reaching DB decibels of PSNR.")] = None,
     stages: Annotated[Optional[int], typer.Option(
