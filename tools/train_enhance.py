@@ -38,6 +38,14 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((10 * torch.log10(255 ** 2 / mse.clamp(min=1e-10))).mean())
 
 
+def descend(opt: torch.optim.Optimizer, loss: torch.Tensor, net: torch.nn.Module) -> None:
+    """One optimizer step on loss, the network's gradient norm clipped at 1."""
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+    opt.step()
+
+
 @torch.no_grad()
 def cut_crops(base, folder: Path, n: int, size: int) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """n random crops of the images in folder (float, on the base's device), the base's
@@ -199,11 +207,7 @@ def main() -> None:
         recon = net.synthesise(q, b, feats, net.steps(level))
         mse = (recon - x).pow(2).mean((1, 2, 3))
         bpp = rate_bits(q, ctx, log_scale, level) / (x.shape[2] * x.shape[3])
-        loss = (bpp + lam[level] * 255 ** 2 * mse).mean()
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
+        descend(opt, (bpp + lam[level] * 255 ** 2 * mse).mean(), net)
         step += 1
         if step % 500 == 0:
             log.append({"step": step, "minutes": round((time.time() - t0) / 60, 1),
