@@ -19,6 +19,7 @@ from vqcli.codec import compress, decompress, pack
 from vqcli.errors import VQError
 from vqcli.images import LoadedImage
 from vqcli.model import to_tensor
+from vqcli.rate import ENHANCE_FROM
 from vqcli.weights import load_weights
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,14 +62,14 @@ def test_flat_regions_are_exact_at_every_rate_and_the_rest_is_coded(shipped):
     for rate in ({}, {"quality": 0}, {"quality": 100}, {"stages": 2}, {"effort": 0}):
         res, dec = _round_trip(shipped, rgb, **rate)
         assert np.array_equal(dec.rgb[:, :56], rgb[:, :56]) and np.array_equal(dec.rgb[48:, 96:], rgb[48:, 96:]), rate
-        assert dec.header.version == 3
+        assert dec.header.version == (4 if rate.get("quality", 0) > ENHANCE_FROM else 3)  # 4: the enhancement layer
         # cells inside the flat region hold no index; its edge and the rest keep theirs
         uncoded = np.zeros((10, 15), dtype=bool)
         uncoded[:, :6] = uncoded[7:, 13:] = True  # outside the grid counts as flat
         assert np.array_equal(dec.flat.uncoded, uncoded) and (dec.indices[:, uncoded] == -1).all()
         assert (dec.indices[0, ~uncoded] >= 0).all()
         # a writer's round trip: the same indices and flat cells give the same bytes
-        assert pack(shipped, dec.indices, 120, 80, flat=dec.flat) == res.data
+        assert pack(shipped, dec.indices, 120, 80, flat=dec.flat, enhancement=dec.enhancement) == res.data
 
 
 def test_a_photo_without_flat_cells_is_written_as_before(shipped):

@@ -173,12 +173,12 @@ def encode_symbols(ew: EnhanceWeights, sym: np.ndarray, level: int, keep: np.nda
 
     r = ew.config.radius
     tables = ew.tables[level]
-    runs = [(c, _runs(ctx, keep)) for c, ctx in _channel_contexts(sym)]
+    ctxs = [ctx.astype(np.uint8) for _, ctx in _channel_contexts(sym)]  # small: a 24 MP image's are 48 MB
     coder = constriction.stream.stack.AnsCoder()
     bits = 0.0
     # ANS is a stack: the last channel's last run goes in first, so that decoding runs forward.
-    for c, channel in reversed(runs):
-        for k, pos in reversed(channel):
+    for c in reversed(range(len(ctxs))):
+        for k, pos in reversed(_runs(ctxs[c], keep)):
             s = sym[c].ravel()[pos].astype(np.int32) + r
             coder.encode_reverse(s, _model(tables[c, k]))
             bits += float(-np.log2(tables[c, k][s] / TOTAL).sum())
