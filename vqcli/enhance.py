@@ -15,6 +15,7 @@ by integer contexts (vqcli.enhancecoding), so parsing is exact on every device.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import torch
@@ -122,8 +123,16 @@ def bucket(running: torch.Tensor, channel: int) -> torch.Tensor:
     return torch.bucketize(m, torch.tensor(ACTIVITY_EDGES, dtype=torch.int64, device=m.device), right=True)
 
 
+def channel_contexts(sym: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+    """(c, context buckets [..., h, w] of channel c) of symbols [..., C, h, w], channel by channel:
+    channel c sees channels < c through a running sum. The buckets of channel c are yielded before
+    its symbols are read, so a decoder may fill sym[..., c, :, :] in place (a shared numpy view)."""
+    running = torch.zeros((*sym.shape[:-3], *sym.shape[-2:]), dtype=torch.int64, device=sym.device)
+    for c in range(sym.shape[-3]):
+        yield c, bucket(running, c)
+        running += box_abs(sym[..., c, :, :].long())
+
+
 def contexts(sym: torch.Tensor) -> torch.Tensor:
-    """Context buckets of every symbol of int64 symbols [..., C, h, w] (channel c sees channels < c)."""
-    box = box_abs(sym)
-    running = torch.cumsum(box, -3) - box
-    return torch.stack([bucket(running[..., c, :, :], c) for c in range(sym.shape[-3])], -3)
+    """Context buckets of every symbol of symbols [..., C, h, w] (channel c sees channels < c)."""
+    return torch.stack([ctx for _, ctx in channel_contexts(sym)], -3)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .enhance import BUCKETS, FACTOR, EnhanceConfig, Enhancement, box_abs, bucket, contexts
+from .enhance import BUCKETS, FACTOR, EnhanceConfig, Enhancement, channel_contexts, contexts
 from .entropy import STATE_BITS, quantize
 from .errors import VQError
 
@@ -157,15 +157,6 @@ def _model(table: np.ndarray):
     return constriction.stream.model.Categorical(np.ascontiguousarray(table, dtype=np.float64) / TOTAL, perfect=False)
 
 
-def _channel_contexts(sym: np.ndarray):
-    """(channel, its context buckets [h, w]) of symbols [C, h, w] in channel order: a running sum
-    over the earlier channels, one [h, w] plane at a time. The decoder fills sym as it goes."""
-    running = torch.zeros(sym.shape[1:], dtype=torch.int64)
-    for c in range(sym.shape[0]):
-        yield c, bucket(running, c).numpy()
-        running += box_abs(torch.from_numpy(sym[c].astype(np.int64)))
-
-
 def encode_symbols(ew: EnhanceWeights, sym: np.ndarray, level: int, keep: np.ndarray) -> tuple[bytes, float]:
     """The stream of symbols [C, h, w] (int8, |s| <= radius; 0 where keep [h, w] is False, not
     coded) at a table level -> (stream bytes, ideal bits)."""
@@ -173,7 +164,8 @@ def encode_symbols(ew: EnhanceWeights, sym: np.ndarray, level: int, keep: np.nda
 
     r = ew.config.radius
     tables = ew.tables[level]
-    ctxs = [ctx.astype(np.uint8) for _, ctx in _channel_contexts(sym)]  # small: a 24 MP image's are 48 MB
+    # uint8 planes: a 24 MP image's are 48 MB
+    ctxs = [ctx.to(torch.uint8).numpy() for _, ctx in channel_contexts(torch.from_numpy(sym))]
     coder = constriction.stream.stack.AnsCoder()
     bits = 0.0
     # ANS is a stack: the last channel's last run goes in first, so that decoding runs forward.
@@ -198,9 +190,9 @@ def decode_symbols(ew: EnhanceWeights, stream: bytes, level: int, keep: np.ndarr
     sym = np.zeros((cfg.channels, *keep.shape), dtype=np.int8)
     try:
         coder = constriction.stream.stack.AnsCoder(np.frombuffer(stream, dtype="<u4").astype(np.uint32))
-        for c, ctx in _channel_contexts(sym):
+        for c, ctx in channel_contexts(torch.from_numpy(sym)):  # fills sym channel by channel
             plane = sym[c].reshape(-1)
-            for k, pos in _runs(ctx, keep):
+            for k, pos in _runs(ctx.numpy(), keep):
                 plane[pos] = np.asarray(coder.decode(_model(tables[c, k]), pos.size), dtype=np.int64) - cfg.radius
         unfinished = not coder.is_empty()
     except (ValueError, RuntimeError, AssertionError) as e:
