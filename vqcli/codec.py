@@ -138,12 +138,12 @@ def _layer_payload(layer: EnhanceWeights, ls: LayerSymbols, flat_mask: np.ndarra
 
 @dataclass
 class Enhanced:
-    """The enhancement part of a file: the layer, its level, symbols and what they cost."""
+    """The enhancement part of a file: the layer, its symbols, the base pixels they refine, and
+    what they cost."""
 
     layer: EnhanceWeights
-    level: int  # fixed point (format.LEVEL_ONE)
-    symbols: np.ndarray  # int8 [C, gh, gw]
-    base_rgb: np.ndarray  # the base's pixels, which the layer refines
+    symbols: LayerSymbols
+    base_rgb: np.ndarray
     payload: bytes
     ideal_bits: float
     coded: int  # symbols coded (none inside flat cells)
@@ -169,7 +169,8 @@ def encode_file(weights: Weights, em: EntropyModel, indices: np.ndarray, width: 
                 block: int = stagemap.BLOCK, enhancement: bytes | None = None) -> Coded:
     """A complete .vqz file from indices [s, h, w] (-1 where a stage map drops a stage, and at
     every stage of an uncoded flat cell) and the zlib alpha payload: format 1 for a plain grid of
-    tokens, 2 with a stage map, 3 with flat cells or a stage padded to the readers' bound."""
+    tokens, 2 with a stage map, 3 with flat cells or a stage padded to the readers' bound, 4 with an
+    enhancement payload."""
     flat = flat if flat is not None and flat.count else None
     counts = _stage_counts(indices, None if flat is None else flat.uncoded, block)
     if counts is not None:
@@ -177,11 +178,12 @@ def encode_file(weights: Weights, em: EntropyModel, indices: np.ndarray, width: 
     ideal: list[float] = []
     payloads = em.encode_stages(indices, ideal)
     need = [em.min_payload_bytes(s, int((indices[s] >= 0).sum())) for s in range(len(payloads))]
-    padded = any(len(p) < n for p, n in zip(payloads, need)) or enhancement is not None
-    if padded and counts is None:
+    # a padded stage or an enhancement needs format 3's layout: a stage map and a flat-cell chunk
+    layout3 = any(len(p) < n for p, n in zip(payloads, need)) or enhancement is not None
+    if layout3 and counts is None:
         counts = np.full(stagemap.block_max(indices[0], block).shape, indices.shape[0])
     stage_map = None if counts is None else stagemap.encode(counts, block)
-    flat_payload = None if flat is None and not padded else \
+    flat_payload = None if flat is None and not layout3 else \
         flatcells.encode(flat if flat is not None else flatcells.none(indices.shape[1:]))
     data = vqz.write(_header(weights, width, height, len(payloads), mode, em), payloads, alpha, stage_map,
                      flat_payload, need, enhancement)
@@ -251,7 +253,7 @@ class EnhancementCoding:
     @classmethod
     def of(cls, e: Enhanced) -> EnhancementCoding:
         n = max(1, e.coded)
-        return cls(e.layer.model_id, e.level / LEVEL_ONE, len(e.payload), e.coded, 8 * len(e.payload) / n,
+        return cls(e.layer.model_id, e.symbols.level / LEVEL_ONE, len(e.payload), e.coded, 8 * len(e.payload) / n,
                    e.ideal_bits / n)
 
 
@@ -379,27 +381,28 @@ class ImageEncoder:
         grid = enhancecoding.latent_grid(self.idx.shape[1:], self.weights.model.factor)
         sym = tiling.enhance_encode(layer.net, self.rgb, base_rgb, layer.net.steps(level / LEVEL_ONE), grid)
         sym[:, ~enhancecoding.coded_cells(self.flat.mask, grid)] = 0
-        payload, bits, n = _layer_payload(layer, LayerSymbols(layer.model_id, level, sym), self.flat.mask)
+        symbols = LayerSymbols(layer.model_id, level, sym)
+        payload, bits, n = _layer_payload(layer, symbols, self.flat.mask)
         coded = encode_file(self.weights, self.em, base.indices, self.width, self.height, self.mode, self.alpha,
                             self.flat, enhancement=payload)
-        coded.enhancement = Enhanced(layer, level, sym, base_rgb, payload, bits, n)
+        coded.enhancement = Enhanced(layer, symbols, base_rgb, payload, bits, n)
         return coded
 
     def decode(self, c: Coded) -> np.ndarray:
         """The pixels a reader gets from a file of this image."""
         if c.enhancement is not None:
             e = c.enhancement
-            return enhance_pixels(e.layer, e.symbols, e.level, e.base_rgb, self.flat, self.weights.model.factor)
+            return enhance_pixels(e.layer, e.symbols, e.base_rgb, self.flat, self.weights.model.factor)
         return decode_indices(self.weights, c.indices, self.width, self.height, flat=self.flat)
 
     def bpp(self, c: Coded) -> float:
         return 8 * len(c.data) / (self.width * self.height)
 
 
-def enhance_pixels(layer: EnhanceWeights, sym: np.ndarray, level: int, base_rgb: np.ndarray,
-                   flat: FlatCells | None, factor: int) -> np.ndarray:
+def enhance_pixels(layer: EnhanceWeights, ls: LayerSymbols, base_rgb: np.ndarray, flat: FlatCells | None,
+                   factor: int) -> np.ndarray:
     """The enhanced image from a layer's symbols over the base's pixels (flat cells repainted)."""
-    rgb = tiling.enhance_decode(layer.net, sym, base_rgb, layer.net.steps(level / LEVEL_ONE))
+    rgb = tiling.enhance_decode(layer.net, ls.symbols, base_rgb, layer.net.steps(ls.level / LEVEL_ONE))
     if flat is not None and flat.count:
         flat.paint(rgb, factor)
     return rgb
@@ -589,12 +592,12 @@ def decompress(weights: Weights, data: bytes, stages: int | None = None, name: s
     rgb = decode_indices(weights, idx, h.width, h.height, flat=flat)
     layer_symbols = None
     if c.enhancement is not None and idx.shape[0] == h.stages:  # the layer refines the whole base, not a prefix
-        rgb, layer_symbols = _enhance(weights, c.enhancement, rgb, flat, name)
+        rgb, layer_symbols = _enhance(weights, c.enhancement, h.grid, rgb, flat, name)
     return DecodedImage(rgb, alpha, h, idx.shape[0], idx, c.truncated, c.cut_inside, flat, layer_symbols)
 
 
-def _enhance(weights: Weights, e: vqz.Enhancement, base_rgb: np.ndarray, flat: FlatCells | None,
-             name: str) -> tuple[np.ndarray, LayerSymbols]:
+def _enhance(weights: Weights, e: vqz.EnhancementChunk, grid: tuple[int, int], base_rgb: np.ndarray,
+             flat: FlatCells | None, name: str) -> tuple[np.ndarray, LayerSymbols]:
     """The pixels of a file's enhancement chunk over its base's pixels, and its symbols."""
     layer = enhancecoding.cached_enhancement(enhancecoding.locate_enhancement(e.model_id, name),
                                              next(weights.model.parameters()).device)
@@ -604,8 +607,7 @@ def _enhance(weights: Weights, e: vqz.Enhancement, base_rgb: np.ndarray, flat: F
     if table >= layer.config.levels:
         raise VQError(f"{name}: corrupt enhancement chunk (level {e.level / LEVEL_ONE:g} of a layer with "
                       f"{layer.config.levels})")
-    grid = enhancecoding.latent_grid((-(-base_rgb.shape[0] // weights.model.factor),
-                                      -(-base_rgb.shape[1] // weights.model.factor)), weights.model.factor)
+    grid = enhancecoding.latent_grid(grid, weights.model.factor)
     keep = enhancecoding.coded_cells(flat.mask if flat is not None else None, grid)
-    sym = enhancecoding.decode_symbols(layer, e.stream, table, keep, name)
-    return enhance_pixels(layer, sym, e.level, base_rgb, flat, weights.model.factor), LayerSymbols(e.model_id, e.level, sym)
+    ls = LayerSymbols(e.model_id, e.level, enhancecoding.decode_symbols(layer, e.stream, table, keep, name))
+    return enhance_pixels(layer, ls, base_rgb, flat, weights.model.factor), ls

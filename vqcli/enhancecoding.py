@@ -15,6 +15,7 @@ integers, so a stream parses identically on every device.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from .enhance import BUCKETS, FACTOR, EnhanceConfig, Enhancement, channel_contexts, contexts
-from .entropy import STATE_BITS, quantize
+from .entropy import min_stream_bits, probabilities, quantize
 from .errors import VQError
 
 KIND = "vqcli-enhancement"
@@ -57,12 +58,11 @@ class EnhanceWeights:
 
     def check_payload(self, stream_bytes: int, n: int, name: str) -> None:
         """Refuse a stream too short to hold n symbols, before any work of size n."""
-        need = n * self.min_symbol_bits - STATE_BITS
-        if 8 * stream_bytes < need:
+        if 8 * stream_bytes < min_stream_bits(n, self.min_symbol_bits):
             raise VQError(f"{name}: corrupt enhancement chunk ({stream_bytes} bytes cannot hold {n} symbols)")
 
     def min_stream_bytes(self, n: int) -> int:
-        return max(0, math.ceil((n * self.min_symbol_bits - STATE_BITS) / 8))
+        return max(0, math.ceil(min_stream_bits(n, self.min_symbol_bits) / 8))
 
 
 def _id_of(tensors: dict[str, torch.Tensor], base_id: str) -> str:
@@ -154,7 +154,7 @@ def _runs(ctx: np.ndarray, keep: np.ndarray) -> list[tuple[int, np.ndarray]]:
 def _model(table: np.ndarray):
     import constriction
 
-    return constriction.stream.model.Categorical(np.ascontiguousarray(table, dtype=np.float64) / TOTAL, perfect=False)
+    return constriction.stream.model.Categorical(probabilities(table, TOTAL), perfect=False)
 
 
 def encode_symbols(ew: EnhanceWeights, sym: np.ndarray, level: int, keep: np.ndarray) -> tuple[bytes, float]:
@@ -230,31 +230,31 @@ ENHANCE_DIR = "enhance"
 _LOADED: dict[tuple[Path, str], EnhanceWeights] = {}
 
 
-def _layer_files() -> list[Path]:
+def _layers() -> list[tuple[Path, dict[str, str]]]:
+    """(file, metadata) of every layer on the weights search path and in its enhance/ folders, in
+    search order. Every compress asks, so the header scan is kept while the folders are unchanged."""
     from .weightspath import weights_search_path
 
-    out = []
-    for folder in weights_search_path():
-        for d in (folder, folder / ENHANCE_DIR):
-            out += sorted(d.glob("*.safetensors")) if d.is_dir() else []
-    return out
+    folders = [d for folder in weights_search_path() for d in (folder, folder / ENHANCE_DIR) if d.is_dir()]
+    return _scan(tuple((d, d.stat().st_mtime_ns) for d in folders))
 
 
-def _meta(path: Path) -> dict[str, str]:
+@functools.lru_cache(maxsize=8)
+def _scan(folders: tuple[tuple[Path, int], ...]) -> list[tuple[Path, dict[str, str]]]:
     from .weightspath import read_metadata
 
-    meta = read_metadata(path) or {}
-    return meta if meta.get("format") == KIND else {}
+    found = ((p, read_metadata(p) or {}) for d, _ in folders for p in sorted(d.glob("*.safetensors")))
+    return [(p, meta) for p, meta in found if meta.get("format") == KIND]
 
 
 def find_enhancement(base_id: str) -> Path | None:
     """The first layer on the weights search path trained over base model base_id, or None."""
-    return next((p for p in _layer_files() if _meta(p).get("base_model") == base_id), None)
+    return next((p for p, meta in _layers() if meta.get("base_model") == base_id), None)
 
 
 def locate_enhancement(model_id: str, name: str) -> Path:
     """The layer a file names by id, or a VQError naming the id."""
-    found = next((p for p in _layer_files() if _meta(p).get("model_id") == model_id), None)
+    found = next((p for p, meta in _layers() if meta.get("model_id") == model_id), None)
     if found is None:
         raise VQError(f"{name}: made with enhancement layer {model_id}, and no layer of that id was found "
                       f"(searched the weights search path and its {ENHANCE_DIR}/ folders)")

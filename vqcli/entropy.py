@@ -153,7 +153,7 @@ class EntropyModel:
         a whole grid of work); a writer pads such a stream to it (vqcli.format's padded stage
         chunk), never changing the indices.
         """
-        return n * self.min_symbol_bits(stage) - STATE_BITS
+        return min_stream_bits(n, self.min_symbol_bits(stage))
 
     def min_payload_bytes(self, stage: int, n: int) -> int:
         """The bytes a stored stage payload of n indices must have (min_payload_bits, rounded up)."""
@@ -196,7 +196,7 @@ class EntropyModel:
         # stream does not depend on the block split, only on each symbol's table.
         for i, f in self.freq_blocks(stage, grid, prev, order, reverse=True):
             block = sym[i:i + BLOCK]
-            coder.encode_reverse(block.astype(np.int32), family, _probs(f, self.total))
+            coder.encode_reverse(block.astype(np.int32), family, probabilities(f, self.total))
             bits += _bits(f, block, self.total)
         return coder.get_compressed().astype("<u4").tobytes(), bits
 
@@ -240,8 +240,14 @@ class EntropyModel:
         return out
 
 
-def _probs(f: np.ndarray, total: int) -> np.ndarray:
-    """float64 [n, K] for constriction: exact (dyadic) and C-contiguous (it ignores strides)."""
+def min_stream_bits(n: int, min_symbol_bits: float) -> float:
+    """A lower bound on the bits of an ANS stream of n symbols that each cost at least
+    min_symbol_bits, less what the coder's 64-bit state holds; readers refuse shorter streams."""
+    return n * min_symbol_bits - STATE_BITS
+
+
+def probabilities(f: np.ndarray, total: int) -> np.ndarray:
+    """float64 [..., K] for constriction: exact (dyadic) and C-contiguous (it ignores strides)."""
     return np.ascontiguousarray(f, dtype=np.float64) / total
 
 
@@ -321,13 +327,13 @@ class RasterCoder(StageCoder):
             for r in range(h):
                 ctx = out[r - 1] if r else np.full(w, -1, dtype=np.int64)
                 cols = np.flatnonzero(active[r])
-                out[r, cols] = coder.decode(family, _probs(self.freqs(ctx[cols]), total))
+                out[r, cols] = coder.decode(family, probabilities(self.freqs(ctx[cols]), total))
             return
         keep = np.flatnonzero(active)
         ctx = self.contexts(out, prev).ravel()[keep]
         flat = out.reshape(-1)
         for i in range(0, keep.size, BLOCK):
-            flat[keep[i:i + BLOCK]] = coder.decode(family, _probs(self.freqs(ctx[i:i + BLOCK]), total))
+            flat[keep[i:i + BLOCK]] = coder.decode(family, probabilities(self.freqs(ctx[i:i + BLOCK]), total))
 
 
 @dataclass
@@ -451,7 +457,7 @@ class DiagonalCoder(StageCoder):
                 continue
             experts = self._experts(None if prev is None else prev[ys, xs].astype(np.int64), padded[ys, xs + 1],
                                     padded[ys + 1, xs])
-            sym = coder.decode(family, _probs(self.product(experts), self.model.total))
+            sym = coder.decode(family, probabilities(self.product(experts), self.model.total))
             out[ys, xs] = sym
             padded[ys + 1, xs + 1] = sym
 

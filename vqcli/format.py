@@ -103,7 +103,7 @@ class Header:
 
 
 @dataclass(frozen=True)
-class Enhancement:
+class EnhancementChunk:
     """An enhancement chunk: which layer, at which level, its symbol stream and stored size."""
 
     model_id: str
@@ -123,7 +123,7 @@ class Container:
     cut_inside: str | None = None  # the chunk a cut falls in, when the stages asked for end before it
     flat: bytes | None = None  # the flat-cell payload (version 3)
     stage_sizes: list[int] = field(default_factory=list)  # each stage payload's stored bytes, padding included
-    enhancement: Enhancement | None = None  # the enhancement chunk (version 4), unless cut off
+    enhancement: EnhancementChunk | None = None  # the enhancement chunk (version 4), unless cut off
 
     @property
     def stages_available(self) -> int:
@@ -185,14 +185,14 @@ def pack_enhancement(model_id: str, level: int, stream: bytes, min_stream: int) 
     return _ENH.pack(bytes.fromhex(model_id), level, len(stream)) + stream + bytes(max(0, min_stream - len(stream)))
 
 
-def unpack_enhancement(payload: bytes, name: str) -> Enhancement:
+def unpack_enhancement(payload: bytes, name: str) -> EnhancementChunk:
     if len(payload) < _ENH.size:
         raise VQError(f"{name}: corrupt enhancement chunk ({len(payload)} bytes)")
     mid, level, n = _ENH.unpack_from(payload)
     stream = payload[_ENH.size:_ENH.size + n]
     if len(stream) != n or payload[_ENH.size + n:].strip(b"\0"):
         raise VQError(f"{name}: corrupt enhancement chunk (bad stream length or padding)")
-    return Enhancement(mid.hex(), level, stream, len(payload))
+    return EnhancementChunk(mid.hex(), level, stream, len(payload))
 
 
 def max_alpha_bytes(h: Header) -> int:
