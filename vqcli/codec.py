@@ -22,6 +22,7 @@ decoder are the same at every effort.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,7 +37,7 @@ from .flatcells import FlatCells
 from .format import LEVEL_ONE
 from .images import LoadedImage
 from .limits import MAX_PIXELS, check_size
-from .rate import DEFAULT_EFFORT, EFFORTS, check_effort, check_rate, enhanced_rate
+from .rate import DEFAULT_EFFORT, EFFORTS, ENHANCE_FROM, check_effort, check_rate, enhanced_rate
 from .weights import Weights
 
 GREY_SOURCES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -306,8 +307,8 @@ class ImageEncoder:
     searched at the given effort (EFFORTS). Uncoded flat cells (vqcli.flatcells) hold no indices at any rate."""
 
     def __init__(self, weights: Weights, em: EntropyModel, image: LoadedImage, mode: str,
-                 effort: int = DEFAULT_EFFORT, layer: EnhanceWeights | None = None) -> None:
-        self.weights, self.em, self.mode, self.effort, self.layer = weights, em, mode, effort, layer
+                 effort: int = DEFAULT_EFFORT, enhance: bool = False) -> None:
+        self.weights, self.em, self.mode, self.effort, self.enhance = weights, em, mode, effort, enhance
         self.rgb = image.rgb
         self.height, self.width = image.rgb.shape[:2]
         self.flat = flatcells.find(image.rgb, weights.model.factor)
@@ -363,10 +364,17 @@ class ImageEncoder:
         price = None if self.effort == 0 else EFFORTS[self.effort][1] * stagemap.price(self.err, lam, skip=self.flat.uncoded)
         return self._file(stagemap.expand(counts, self.idx.shape[1:]), price)
 
+    @functools.cached_property
+    def layer(self) -> EnhanceWeights | None:
+        """The weights' enhancement layer (with enhance), looked up and loaded on first need."""
+        return enhancement_for(self.weights) if self.enhance else None
+
     def at_quality(self, quality: float) -> Coded:
         """The file of a quality: the base's ladder, and above ENHANCE_FROM (with a layer) a base
         and the enhancement at the quality's level (rate.enhanced_rate)."""
-        rate = None if self.layer is None else enhanced_rate(quality, self.layer.config.levels)
+        # the base's qualities never touch the layer: a default-quality compress does not load it
+        layer = self.layer if quality > ENHANCE_FROM else None
+        rate = None if layer is None else enhanced_rate(quality, layer.config.levels)
         if rate is None or self.flat.mask.all():  # a flat image is exact already
             return self.adaptive(quality)
         return self.enhanced(*rate)
@@ -493,8 +501,7 @@ def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bp
     mode = colour_mode(image)
     em = entropy_model(weights, entropy)
     vqz.check_header(_header(weights, width, height, total, mode, em), name)
-    layer = enhancement_for(weights) if enhance else None
-    enc = ImageEncoder(weights, em, image, mode, effort, layer)
+    enc = ImageEncoder(weights, em, image, mode, effort, enhance)
     note, by_quality = None, {}
     if stages is not None:
         coded, rate = enc.uniform(stages), f"--stages {stages}"

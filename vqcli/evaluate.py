@@ -80,7 +80,7 @@ def vq_points(weights, rgb: np.ndarray, tally: Tally, uniform: bool = False, eff
 
     t0 = time.perf_counter()
     enc = codec.ImageEncoder(weights, codec.entropy_model(weights), LoadedImage(rgb, None, "RGB"), "RGB", effort,
-                             None if uniform else codec.enhancement_for(weights))
+                             enhance=not uniform)
     t_model = time.perf_counter() - t0
     settings = range(1, weights.config.stages + 1) if uniform else VQ_QUALITIES
     return [_timed_point(setting, rgb, tally, lambda s=setting: (enc.uniform(s) if uniform else enc.at_quality(s)).data,
