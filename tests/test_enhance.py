@@ -18,7 +18,7 @@ from vqcli import format as vqz
 from vqcli.enhance import BUCKETS, EnhanceConfig, Enhancement, contexts
 from vqcli.errors import VQError
 from vqcli.images import LoadedImage
-from vqcli.rate import ENHANCE_FROM, ENHANCED_BASE_TOP, enhanced_rate
+from vqcli.rate import ENHANCE_FROM, enhanced_rate
 from vqcli.weights import load_weights
 from vqcli.weightspath import WEIGHTS_PATH_ENV
 
@@ -120,7 +120,7 @@ def test_file_round_trip_flat_cells_and_repack(tiny_layer):
     # cut before the enhancement chunk: the base image, flagged truncated
     base = codec.decompress(w, res.data[:len(res.data) - info["enhancement"]["bytes"] - vqz.CHUNK_HEAD_SIZE])
     assert base.truncated and base.enhancement is None
-    only_base = codec.compress(w, img, quality=ENHANCED_BASE_TOP, enhance=False).data
+    only_base = codec.compress(w, img, quality=enhanced_rate(100, layer.config.levels)[0], enhance=False).data
     assert np.array_equal(base.rgb, codec.decompress(w, only_base).rgb)
 
 
@@ -132,10 +132,23 @@ def test_no_layer_below_the_threshold_or_when_disabled(tiny_layer):
     assert vqz.read_header(codec.compress(w, img, quality=100, enhance=False).data).version < 4
 
 
+def test_dead_zone_only_moves_symbols_toward_zero():
+    net = Enhancement(EnhanceConfig(channels=2, width=4, levels=2, radius=3))
+    v = torch.linspace(-5, 5, 201)
+    plain, dz = net.quantize(v), net.quantize(v, 0.3)
+    assert torch.equal(plain, v.round().clamp(-3, 3))
+    assert (dz.abs() <= plain.abs()).all() and (dz * plain >= 0).all()
+    widened = (v.abs() > 0.55) & (v.abs() < 0.75)  # rounds to +-1 plainly, to 0 with the dead zone
+    assert widened.any() and (plain[widened] != 0).all() and (dz[widened] == 0).all()
+
+
 def test_quality_mapping_is_monotone():
-    rates = [enhanced_rate(q, 6) for q in range(int(ENHANCE_FROM) + 1, 101)]
-    assert enhanced_rate(ENHANCE_FROM, 6) is None and rates[-1] == (ENHANCED_BASE_TOP, 0)
-    assert all(a[0] < b[0] and a[1] > b[1] for a, b in zip(rates, rates[1:]))
+    rates = [enhanced_rate(q / 2, 6) for q in range(2 * int(ENHANCE_FROM) + 1, 201)]
+    assert enhanced_rate(ENHANCE_FROM, 6) is None
+    assert rates[0][1] <= 5 * vqz.LEVEL_ONE and rates[-1][1:] == (0, 0.0)  # from the coarsest to the finest level
+    # every step up raises the base or refines the layer, and neither goes back
+    assert all(a[0] <= b[0] and a[1] >= b[1] and a[2] >= b[2] and (a[0], -a[1]) < (b[0], -b[1])
+               for a, b in zip(rates, rates[1:]))
 
 
 def test_missing_or_mismatched_layer_is_one_line_error(tiny_layer, tmp_path, monkeypatch):

@@ -99,7 +99,7 @@ def initial_log_scale(net: Enhancement, x: torch.Tensor, b: torch.Tensor) -> tor
     out = torch.full((cfg.levels, cfg.channels, BUCKETS), math.log(0.5))
     feats = net.features(b)
     for lv in range(cfg.levels):
-        q = net.analyse(x, b, feats, net.steps(float(lv))).round().clamp(-cfg.radius, cfg.radius)
+        q = net.quantize(net.analyse(x, b, feats, net.steps(float(lv))))
         ctx = contexts(q.long())
         for c in range(cfg.channels):
             for k in range(BUCKETS):
@@ -114,7 +114,7 @@ def evaluate(net: Enhancement, x: torch.Tensor, b: torch.Tensor, log_scale: torc
     feats = net.features(b)
     rows = []
     for lv in range(net.cfg.levels):
-        q = net.analyse(x, b, feats, net.steps(float(lv))).round().clamp(-net.cfg.radius, net.cfg.radius)
+        q = net.quantize(net.analyse(x, b, feats, net.steps(float(lv))))
         lvl = torch.full((x.shape[0],), lv, device=x.device)
         bits = rate_bits(q, contexts(q.long()), log_scale, lvl)
         rows.append({"level": lv, "psnr": round(psnr(net.synthesise(q, b, feats, net.steps(float(lv))), x), 3),

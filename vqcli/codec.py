@@ -379,15 +379,17 @@ class ImageEncoder:
             return self.adaptive(quality)
         return self.enhanced(*rate)
 
-    def enhanced(self, base_quality: float, level: int) -> Coded:
-        """The base at a quality plus the enhancement at a fixed-point level."""
+    def enhanced(self, base_quality: float, level: int, deadzone: float = 0.0) -> Coded:
+        """The base at a quality plus the enhancement at a fixed-point level, quantized with a
+        dead zone (Enhancement.quantize)."""
         layer = self.layer
         if base_quality not in self._bases:
             base = self.adaptive(base_quality)
             self._bases[base_quality] = base, self.decode(base)
         base, base_rgb = self._bases[base_quality]
         grid = enhancecoding.latent_grid(self.idx.shape[1:], self.weights.model.factor)
-        sym = tiling.enhance_encode(layer.net, self.rgb, base_rgb, layer.net.steps(level / LEVEL_ONE), grid)
+        sym = tiling.enhance_encode(layer.net, self.rgb, base_rgb, layer.net.steps(level / LEVEL_ONE), grid,
+                                    deadzone=deadzone)
         sym[:, ~enhancecoding.coded_cells(self.flat.mask, grid)] = 0
         symbols = LayerSymbols(layer.model_id, level, sym)
         payload, bits, n = _layer_payload(layer, symbols, self.flat.mask)

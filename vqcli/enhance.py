@@ -94,6 +94,14 @@ class Enhancement(nn.Module):
         y = self.analysis(torch.cat([(x - base) * RESIDUAL_GAIN, base * 2 - 1], 1)) * LATENT_GAIN
         return (y - self.mean(feats)) / steps
 
+    def quantize(self, v: torch.Tensor, deadzone: float = 0.0) -> torch.Tensor:
+        """Symbols (float, whole numbers within the radius) of a latent v in step units: v moved
+        deadzone toward zero, then rounded. The decoder does not know the dead zone (it only reads
+        symbols): a wider zero bin is the encoder's choice, fewer bits for a little distortion."""
+        if deadzone:
+            v = v.sign() * (v.abs() - deadzone).clamp_min(0)
+        return v.round().clamp(-self.cfg.radius, self.cfg.radius)
+
     def synthesise(self, q: torch.Tensor, base: torch.Tensor, feats: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
         """The enhanced reconstruction from the (rounded) latent q in step units."""
         y = q * steps + self.mean(feats)

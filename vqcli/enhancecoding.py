@@ -81,7 +81,7 @@ def count_symbols(net: Enhancement, x: torch.Tensor, base: torch.Tensor, batch: 
             xb, bb = x[i:i + batch], base[i:i + batch]
             feats = net.features(bb)
             for lv in range(cfg.levels):
-                sym = net.analyse(xb, bb, feats, net.steps(float(lv))).round().clamp(-cfg.radius, cfg.radius).long()
+                sym = net.quantize(net.analyse(xb, bb, feats, net.steps(float(lv)))).long()
                 ctx = contexts(sym)
                 key = ((torch.arange(cfg.channels).view(1, -1, 1, 1) * BUCKETS + ctx) * cfg.alphabet
                        + sym + cfg.radius)

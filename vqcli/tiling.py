@@ -256,15 +256,14 @@ def _padded_crop(img: np.ndarray, y0: int, y1: int, x0: int, x1: int) -> np.ndar
 
 @torch.no_grad()
 def enhance_encode(net, rgb: np.ndarray, base: np.ndarray, steps: torch.Tensor, grid: tuple[int, int],
-                   tile: int | None = None) -> np.ndarray:
-    """The enhancement symbols (int8 [C, gh, gw], rounded and clipped to the radius) of an image
+                   tile: int | None = None, deadzone: float = 0.0) -> np.ndarray:
+    """The enhancement symbols (int8 [C, gh, gw], net.quantize with the dead zone) of an image
     uint8 [H, W, 3] over its base reconstruction (same shape), on the latent grid of the image
     replicate-padded to gh x gw cells of vqcli.enhance.FACTOR pixels."""
     from .enhance import FACTOR
     from .model import to_tensor
 
     device = next(net.parameters()).device
-    r = net.cfg.radius
     out = np.empty((net.cfg.channels, *grid), dtype=np.int8)
     steps = steps.to(device)
     for t in _pixel_plan(grid[0] * FACTOR, grid[1] * FACTOR, tile or _enh_tile(device), enhancement_halo(net.cfg)):
@@ -272,7 +271,7 @@ def enhance_encode(net, rgb: np.ndarray, base: np.ndarray, steps: torch.Tensor, 
         y0, y1, x0, x1 = t.core
         x = to_tensor(_padded_crop(rgb, a0, a1, b0, b1)).to(device)
         b = to_tensor(_padded_crop(base, a0, a1, b0, b1)).to(device)
-        q = net.analyse(x, b, net.features(b), steps).round().clamp(-r, r)
+        q = net.quantize(net.analyse(x, b, net.features(b), steps), deadzone)
         f = FACTOR
         core = q[0, :, (y0 - a0) // f:(y1 - a0) // f, (x0 - b0) // f:(x1 - b0) // f]
         out[:, y0 // f:y1 // f, x0 // f:x1 // f] = core.to(torch.int8).cpu().numpy()
