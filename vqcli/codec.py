@@ -167,17 +167,17 @@ def _stage_counts(idx: np.ndarray, flat: np.ndarray | None, block: int) -> np.nd
 
 def encode_file(weights: Weights, em: EntropyModel, indices: np.ndarray, width: int, height: int,
                 mode: str = "RGB", alpha: bytes | None = None, flat: FlatCells | None = None,
-                block: int = stagemap.BLOCK, enhancement: bytes | None = None) -> Coded:
+                block: int = stagemap.BLOCK, enhancement: bytes | None = None, same: Coded | None = None) -> Coded:
     """A complete .vqz file from indices [s, h, w] (-1 where a stage map drops a stage, and at
     every stage of an uncoded flat cell) and the zlib alpha payload: format 1 for a plain grid of
     tokens, 2 with a stage map, 3 with flat cells or a stage padded to the readers' bound, 4 with an
-    enhancement payload."""
+    enhancement payload. `same`, a file of these very indices, lends its coded stages."""
     flat = flat if flat is not None and flat.count else None
     counts = _stage_counts(indices, None if flat is None else flat.uncoded, block)
     if counts is not None:
         indices = indices[:int(counts.max())]
-    ideal: list[float] = []
-    payloads = em.encode_stages(indices, ideal)
+    ideal: list[float] = [] if same is None else same.ideal
+    payloads = em.encode_stages(indices, ideal) if same is None else same.payloads
     need = [em.min_payload_bytes(s, int((indices[s] >= 0).sum())) for s in range(len(payloads))]
     # a padded stage or an enhancement needs format 3's layout: a stage map and a flat-cell chunk
     layout3 = any(len(p) < n for p, n in zip(payloads, need)) or enhancement is not None
@@ -394,7 +394,7 @@ class ImageEncoder:
         symbols = LayerSymbols(layer.model_id, level, sym)
         payload, bits, n = _layer_payload(layer, symbols, self.flat.mask)
         coded = encode_file(self.weights, self.em, base.indices, self.width, self.height, self.mode, self.alpha,
-                            self.flat, enhancement=payload)
+                            self.flat, enhancement=payload, same=base)
         coded.enhancement = Enhanced(layer, symbols, base_rgb, payload, bits, n)
         return coded
 
