@@ -198,3 +198,9 @@ def test_bench_speed_child_measures_a_codec(tmp_path) -> None:
     assert Image.open(small).size == (768, 512) and abs(Image.open(big).size[0] * Image.open(big).size[1] - 6e5) < 2e4
     r = bench.child("JPEG", "decode", small, 2)
     assert r["pixels"] == 768 * 512 and r["seconds"] > 0 and r["peak_rss_mb"] > 10
+    # vq at another quality: its own file, an enhanced one above quality 50
+    from vqcli import format as vqz
+
+    assert bench.child("vq -q 60", "encode", small, 1)["pixels"] == 768 * 512
+    assert vqz.info(small.with_suffix(".q60.vqz").read_bytes())["format_version"] == 4
+    assert not small.with_suffix(".vqz").exists()

@@ -1,12 +1,14 @@
 """Speed and memory of vq against Pillow's JPEG, WebP and AVIF: one table, measured in one run.
 
-    python tools/bench_speed.py [--val DIR] [--out DIR] [--big-mp 24]      (make bench-speed)
+    python tools/bench_speed.py [--val DIR] [--out DIR] [--big-mp 24] [--vq-quality 70 ...]
+                                                                           (make bench-speed)
 
 Every measurement runs in a fresh subprocess (this script with --child), which times only the
 codec call (start-up, model loading and file I/O excluded; 768x512: median of a few repeats)
 and reports its peak RSS (VmHWM: the whole process, image file I/O included, as the CLI
 would use). The big image is a mosaic of upscaled val photos, written to --out (not committed).
 vq's --jobs scaling is timed through the CLI on a folder of val photos (start-up included).
+--vq-quality adds vq at other qualities (rows "vq -q Q"), side by side with the default.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def child(codec: str, op: str, src: Path, repeats: int) -> dict:
 
     Image.MAX_IMAGE_PIXELS = None
     times = []
-    if codec == "vq":
+    if codec.startswith("vq"):
         import torch
 
         from vqcli import codec as vqc
@@ -46,16 +48,18 @@ def child(codec: str, op: str, src: Path, repeats: int) -> dict:
 
         torch.set_num_threads(len(os.sched_getaffinity(0)))
         w = load_weights(None, "cpu")
+        quality = float(codec[len("vq -q "):]) if codec != "vq" else None
+        vqz = src.with_suffix(".vqz" if quality is None else f".q{quality:g}.vqz")
         if op == "encode":
             image = load_image(src)
             pixels = image.rgb.shape[0] * image.rgb.shape[1]
             for _ in range(repeats):
                 t = time.perf_counter()
-                data = vqc.compress(w, image).data
+                data = vqc.compress(w, image, quality=quality).data
                 times.append(time.perf_counter() - t)
-            src.with_suffix(".vqz").write_bytes(data)
+            vqz.write_bytes(data)
         else:
-            data = src.with_suffix(".vqz").read_bytes()
+            data = vqz.read_bytes()
             for _ in range(repeats):
                 t = time.perf_counter()
                 dec = vqc.decompress(w, data)
@@ -168,6 +172,8 @@ def main() -> None:
     ap.add_argument("--big-mp", type=float, default=24.0)
     ap.add_argument("--repeats", type=int, default=3, help="repeats at 768x512 (median)")
     ap.add_argument("--jobs-images", type=int, default=8)
+    ap.add_argument("--vq-quality", type=float, action="append", default=[],
+                    help="also measure vq at this quality (repeatable)")
     ap.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -178,7 +184,8 @@ def main() -> None:
     small, big = make_inputs(a.val, a.out, a.big_mp)
     cores = len(os.sched_getaffinity(0))
     jobs = sorted({1, 2, cores})
-    plan = [(c, op, img) for img in (small, big) for c in CODECS for op in ("encode", "decode")]
+    codecs = [*CODECS, *(f"vq -q {q:g}" for q in a.vq_quality)]
+    plan = [(c, op, img) for img in (small, big) for c in codecs for op in ("encode", "decode")]
     res: dict[tuple[str, str, Path], dict] = {}
     with Progress(transient=True) as prog:
         task = prog.add_task("bench-speed", total=len(plan) + 1)
@@ -199,7 +206,7 @@ def main() -> None:
              "| codec | image | encode MP/s | decode MP/s | encode s | decode s | peak RSS enc / dec |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for img in (small, big):
-        for c in CODECS:
+        for c in codecs:
             e, d = res[c, "encode", img], res[c, "decode", img]
             lines.append(f"| {c} | {names[img]} | {mps(e):.2f} | {mps(d):.2f} | {e['seconds']:.3f} | {d['seconds']:.3f} "
                          f"| {e['peak_rss_mb']:.0f} / {d['peak_rss_mb']:.0f} MB |")
@@ -210,6 +217,9 @@ def main() -> None:
     lines += ["", f"vq per-pixel throughput at {a.big_mp:g} MP / at 768x512: encode {ve:.2f}x, decode {vd:.2f}x; "
               f"--jobs {jobs[-1]} / --jobs 1: compress {scaling[-1]['compress'] / scaling[0]['compress']:.2f}x, "
               f"decompress {scaling[-1]['decompress'] / scaling[0]['decompress']:.2f}x."]
+    for c in codecs[len(CODECS):]:
+        te, td = (res[c, op, small]["seconds"] / res["vq", op, small]["seconds"] for op in ("encode", "decode"))
+        lines.append(f"{c} / vq at the default quality, 768x512: encode {te:.2f}x, decode {td:.2f}x.")
     text = "\n".join(lines)
     (a.out / "bench-speed.md").write_text(text + "\n")
     print(text)
