@@ -151,6 +151,17 @@ def test_quality_mapping_is_monotone():
                for a, b in zip(rates, rates[1:]))
 
 
+def test_ladder_grid_hull_keeps_only_the_upper_convex_hull():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ladder_grid", ROOT / "tools" / "ladder_grid.py")
+    grid = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grid)
+    points = {"a": (0.5, 30.0), "dominated": (0.8, 29.0), "b": (1.0, 33.0), "under the chord": (1.5, 33.5),
+              "c": (2.0, 35.0), "d": (3.0, 35.5)}
+    assert [k for k, _ in grid.hull(points)] == ["a", "b", "c", "d"]
+
+
 def test_missing_or_mismatched_layer_is_one_line_error(tiny_layer, tmp_path, monkeypatch):
     w, layer = tiny_layer
     data = codec.compress(w, LoadedImage(make_image(32, 40, 6), None, "RGB"), quality=100).data
