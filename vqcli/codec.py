@@ -321,7 +321,9 @@ class ImageEncoder:
             self.idx, self.err, self.latent = np.ascontiguousarray(enc.indices.numpy()), enc.errors.numpy(), enc.latent
         self.alpha = vqz.pack_alpha(image.alpha) if image.alpha is not None else None
         self._bits: np.ndarray | None = None  # each greedy index's bits, for the stage map
-        self._bases: dict[float, tuple[Coded, np.ndarray]] = {}  # the enhancement's bases and their pixels
+        # the last enhancement base (quality, file, pixels): a rate search tries a new one each time,
+        # and a 24 MP base's pixels are 72 MB
+        self._base: tuple[float, Coded, np.ndarray] | None = None
         self._tables: list[torch.Tensor] | None = None  # the entropy model's bit tables, for the search
 
     def _beam_codes(self, per_position: np.ndarray, price: np.ndarray | None) -> np.ndarray:
@@ -383,10 +385,11 @@ class ImageEncoder:
         """The base at a quality plus the enhancement at a fixed-point level, quantized with a
         dead zone (Enhancement.quantize)."""
         layer = self.layer
-        if base_quality not in self._bases:
+        if self._base is None or self._base[0] != base_quality:
+            self._base = None  # let the old pixels go before the new ones are made
             base = self.adaptive(base_quality)
-            self._bases[base_quality] = base, self.decode(base)
-        base, base_rgb = self._bases[base_quality]
+            self._base = base_quality, base, self.decode(base)
+        _, base, base_rgb = self._base
         grid = enhancecoding.latent_grid(self.idx.shape[1:], self.weights.model.factor)
         sym = tiling.enhance_encode(layer.net, self.rgb, base_rgb, layer.net.steps(level / LEVEL_ONE), grid,
                                     deadzone=deadzone)
@@ -439,29 +442,37 @@ def _unreachable(name: str, why: str, best_effort: bool, instead: str) -> str:
 def _at_bpp(enc: ImageEncoder, bpp: float, name: str, best_effort: bool) -> tuple[Coded, int, str | None]:
     """(file, quality, note): the highest quality whose file fits bpp (quality 0 with a note,
     under best_effort, when none does)."""
-    tried: dict[int, Coded] = {}
+    # only the answer so far is kept (the binary search's fits only rise): big files are big
+    kept: dict[int, Coded] = {}
 
     def fits(q: int) -> bool:
-        tried[q] = enc.at_quality(q)
-        return enc.bpp(tried[q]) <= bpp
+        c = enc.at_quality(q)
+        ok = enc.bpp(c) <= bpp
+        if ok or q == 0:
+            kept.clear()
+            kept[q] = c
+        return ok
 
     quality = _search(fits)
     if quality is not None:
-        return tried[quality], quality, None
-    return tried[0], 0, _unreachable(name, f"even quality 0 needs {enc.bpp(tried[0]):.3f} bpp > {bpp:g}", best_effort,
-                                     "used quality 0")
+        return kept[quality], quality, None
+    return kept[0], 0, _unreachable(name, f"even quality 0 needs {enc.bpp(kept[0]):.3f} bpp > {bpp:g}", best_effort,
+                                    "used quality 0")
 
 
 def _at_psnr(enc: ImageEncoder, rgb: np.ndarray, psnr: float, name: str, best_effort: bool
              ) -> tuple[Coded, int, str | None, dict[int, float]]:
     """(file, quality, note, the PSNR of each quality tried): the lowest quality that reaches psnr
     (quality 100 with a note, under best_effort, when none does)."""
-    tried: dict[int, Coded] = {}
+    kept: dict[int, Coded] = {}  # only the answer so far: the lowest quality reaching psnr, or 100
     by_quality: dict[int, float] = {}
 
     def short(q: int) -> bool:  # below the target: the answer is the next quality up
-        tried[q] = enc.at_quality(q)
-        by_quality[q] = metrics.psnr(rgb, enc.decode(tried[q]))
+        c = enc.at_quality(q)
+        by_quality[q] = metrics.psnr(rgb, enc.decode(c))
+        if by_quality[q] >= psnr or q == 100:
+            kept.clear()
+            kept[q] = c
         return by_quality[q] < psnr
 
     below = _search(short)
@@ -470,7 +481,7 @@ def _at_psnr(enc: ImageEncoder, rgb: np.ndarray, psnr: float, name: str, best_ef
         quality = 100
         note = _unreachable(name, f"no quality reaches {psnr:g} dB (best {by_quality[100]:.2f} dB)", best_effort,
                             "used quality 100")
-    return tried[quality] if quality in tried else enc.at_quality(quality), quality, note, \
+    return kept[quality] if quality in kept else enc.at_quality(quality), quality, note, \
         {q: by_quality[q] for q in sorted(by_quality)}
 
 
