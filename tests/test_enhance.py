@@ -142,6 +142,27 @@ def test_dead_zone_only_moves_symbols_toward_zero():
     assert widened.any() and (plain[widened] != 0).all() and (dz[widened] == 0).all()
 
 
+def test_permuted_channels_are_the_same_codec_in_another_order():
+    torch.manual_seed(3)
+    net = Enhancement(CFG)
+    with torch.no_grad():
+        net.log_step.normal_(0, 0.3)  # steps that differ by channel, so a mismatch shows
+    x, b = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    order = torch.tensor([2, 0, 3, 1])
+    steps = net.steps(0.5)
+    v = net.analyse(x, b, net.features(b), steps)
+    out = net.synthesise(v.round(), b, net.features(b), steps)
+    moved = Enhancement(CFG)
+    moved.load_state_dict(net.state_dict())
+    moved.permute_channels(order)
+    steps2 = moved.steps(0.5)
+    v2 = moved.analyse(x, b, moved.features(b), steps2)
+    torch.testing.assert_close(v2, v[:, order])
+    torch.testing.assert_close(moved.synthesise(v.round()[:, order], b, moved.features(b), steps2), out)
+    with pytest.raises(ValueError, match="permutation"):
+        moved.permute_channels(torch.tensor([0, 0, 1, 2]))
+
+
 def test_quality_mapping_is_monotone():
     rates = [enhanced_rate(q / 2, 6) for q in range(2 * int(ENHANCE_FROM) + 1, 201)]
     assert enhanced_rate(ENHANCE_FROM, 6) is None
@@ -177,6 +198,21 @@ def test_missing_or_mismatched_layer_is_one_line_error(tiny_layer, tmp_path, mon
     crafted = _rechunk(data, vqz.pack_enhancement(stranger.model_id, e.level, e.stream, 0))
     with pytest.raises(VQError, match="is for model 1111111111111111"):
         codec.decompress(w, crafted, name="f.vqz")
+
+
+def test_new_files_use_the_default_layer_and_old_ones_still_find_theirs(tiny_weights, tmp_path, monkeypatch):
+    w = load_weights(tiny_weights)
+    folder = tmp_path / enhancecoding.ENHANCE_DIR
+    folder.mkdir()
+    old = _layer(folder / "00older.safetensors", w.model_id, seed=1)  # sorts before default.safetensors
+    monkeypatch.setenv(WEIGHTS_PATH_ENV, str(tmp_path))
+    img = LoadedImage(make_image(32, 40, 7), None, "RGB")
+    before = codec.compress(w, img, quality=100).data
+    assert vqz.read(before).enhancement.model_id == old.model_id
+    new = _layer(folder / enhancecoding.DEFAULT_LAYER, w.model_id, seed=2)
+    assert enhancecoding.find_enhancement(w.model_id) == folder / enhancecoding.DEFAULT_LAYER
+    assert vqz.read(codec.compress(w, img, quality=100).data).enhancement.model_id == new.model_id
+    assert codec.decompress(w, before).enhancement.model_id == old.model_id
 
 
 def _rechunk(data: bytes, payload: bytes) -> bytes:

@@ -107,6 +107,21 @@ class Enhancement(nn.Module):
         y = q * steps + self.mean(feats)
         return base + self.synthesis(torch.cat([y, feats], 1)) * OUTPUT_GAIN
 
+    @torch.no_grad()
+    def permute_channels(self, order: torch.Tensor) -> None:
+        """Put latent channel order[i] at place i (in place): the same codec, its channels coded
+        in another order. The coder's contexts see the earlier channels, so busy channels first
+        gives the later ones more to condition on."""
+        c = self.cfg.channels
+        if sorted(order.tolist()) != list(range(c)):
+            raise ValueError(f"not a permutation of {c} channels: {order.tolist()}")
+        for conv in (self.analysis[-1], self.mean[-1]):  # the latent's producers: output channels
+            conv.weight.copy_(conv.weight[order])
+            conv.bias.copy_(conv.bias[order])
+        first = self.synthesis[0].weight  # its consumer: the latent's input channels come first
+        first[:, :c] = first[:, order].clone()
+        self.log_step.copy_(self.log_step[:, order])
+
 
 # -- integer contexts ------------------------------------------------------------------------------
 ACTIVITY_EDGES = (1, 2, 3, 4, 6, 8, 11, 16, 22, 32, 45, 64, 90, 128)

@@ -230,6 +230,8 @@ def latent_grid(grid: tuple[int, int], base_factor: int) -> tuple[int, int]:
 # -- finding a layer ------------------------------------------------------------------------------
 ENHANCE_DIR = "enhance"
 """Layers live in an `enhance/` folder beside the weights they enhance (shipped: weights/enhance/)."""
+DEFAULT_LAYER = "default.safetensors"
+"""The layer a new file uses, where a folder holds several over one base."""
 _LOADED: dict[tuple[Path, str], EnhanceWeights] = {}
 
 
@@ -246,12 +248,15 @@ def _layers() -> list[tuple[Path, dict[str, str]]]:
 def _scan(folders: tuple[tuple[Path, int], ...]) -> list[tuple[Path, dict[str, str]]]:
     from .weightspath import read_metadata
 
-    found = ((p, read_metadata(p) or {}) for d, _ in folders for p in sorted(d.glob("*.safetensors")))
+    # a folder's default.safetensors first: older layers stay beside it, under their ids, for their files
+    found = ((p, read_metadata(p) or {}) for d, _ in folders
+             for p in sorted(d.glob("*.safetensors"), key=lambda p: (p.name != DEFAULT_LAYER, p.name)))
     return [(p, meta) for p, meta in found if meta.get("format") == KIND]
 
 
 def find_enhancement(base_id: str) -> Path | None:
-    """The first layer on the weights search path trained over base model base_id, or None."""
+    """The first layer on the weights search path trained over base model base_id (in each
+    folder, DEFAULT_LAYER first), or None."""
     return next((p for p, meta in _layers() if meta.get("base_model") == base_id), None)
 
 
