@@ -3,6 +3,7 @@ trip, determinism, the quality ladder above ENHANCE_FROM, hostile chunks and old
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 import zlib
@@ -15,7 +16,7 @@ from conftest import decode_with_threads, make_image, torch_threads
 
 from vqcli import codec, enhancecoding, metrics, tiling
 from vqcli import format as vqz
-from vqcli.enhance import BUCKETS, EnhanceConfig, Enhancement, contexts
+from vqcli.enhance import BUCKETS, EnhanceConfig, Enhancement, contexts, first_pass
 from vqcli.errors import VQError
 from vqcli.images import LoadedImage
 from vqcli.rate import ENHANCE_FROM, enhanced_rate
@@ -23,26 +24,28 @@ from vqcli.weights import load_weights
 from vqcli.weightspath import WEIGHTS_PATH_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED_LAYERS = sorted((ROOT / "weights" / enhancecoding.ENHANCE_DIR).glob("*.safetensors"))
+SHIPPED_LAYER = ROOT / "weights" / enhancecoding.ENHANCE_DIR / enhancecoding.DEFAULT_LAYER
 CFG = EnhanceConfig(channels=4, width=8, levels=3, radius=7)
+CFG2 = dataclasses.replace(CFG, same_channel=True)
+BOTH = pytest.mark.parametrize("cfg", [CFG, CFG2], ids=["cross-channel", "same-channel"])
 
 
-def _layer(path: Path, base_id: str, seed: int = 0) -> enhancecoding.EnhanceWeights:
+def _layer(path: Path, base_id: str, seed: int = 0, cfg: EnhanceConfig = CFG) -> enhancecoding.EnhanceWeights:
     """A small untrained layer over base_id with tables from Laplacian symbol counts."""
     torch.manual_seed(seed)
-    net = Enhancement(CFG)
+    net = Enhancement(cfg)
     rng = np.random.default_rng(seed)
-    counts = rng.integers(0, 50, (CFG.levels, CFG.channels, BUCKETS, CFG.alphabet))
-    counts[..., CFG.radius] += 2000  # symbol 0 is the most common, as in a trained layer
+    counts = rng.integers(0, 50, (cfg.levels, cfg.channels, cfg.contexts, cfg.alphabet))
+    counts[..., cfg.radius] += 2000  # symbol 0 is the most common, as in a trained layer
     enhancecoding.save_enhancement(path, net, counts, base_id, {"test": True})
     return enhancecoding.load_enhancement(path)
 
 
-@pytest.fixture
-def tiny_layer(tiny_weights, tmp_path, monkeypatch):
-    """A layer over the tiny weights, on the weights search path."""
+@pytest.fixture(params=[CFG], ids=["cross-channel"])
+def tiny_layer(tiny_weights, tmp_path, monkeypatch, request):
+    """A layer over the tiny weights, on the weights search path (of the config in param)."""
     w = load_weights(tiny_weights)
-    layer = _layer(tmp_path / "layer.safetensors", w.model_id)
+    layer = _layer(tmp_path / "layer.safetensors", w.model_id, cfg=request.param)
     monkeypatch.setenv(WEIGHTS_PATH_ENV, str(tmp_path))
     return w, layer
 
@@ -63,8 +66,25 @@ def test_a_channel_context_depends_only_on_earlier_channels():
     assert not torch.equal(contexts(changed)[4:], ctx[4:])
 
 
-def test_symbols_round_trip_and_skip_cells(tmp_path):
-    layer = _layer(tmp_path / "l.safetensors", "0" * 16)
+def test_a_second_pass_context_sees_its_own_channels_first_pass_and_nothing_later():
+    sym = torch.from_numpy(_symbols((6, 9, 11), 0)).long()
+    ctx = contexts(sym, same_channel=True)
+    first = first_pass(9, 11)
+    assert torch.equal(ctx[:, first], contexts(sym)[:, first])  # the first pass: as without
+    assert int(ctx[:, ~first].min()) >= BUCKETS and int(ctx.max()) < CFG2.contexts
+    changed = sym.clone()
+    changed[3, ~first] = 5  # channel 3's second pass: no context of channels <= 3 changes
+    assert torch.equal(contexts(changed, True)[:4], ctx[:4])
+    changed = sym.clone()
+    changed[3][first] = 5  # its first pass: channel 3's second pass and later channels change
+    after = contexts(changed, True)
+    assert torch.equal(after[:3], ctx[:3]) and torch.equal(after[3, first], ctx[3, first])
+    assert not torch.equal(after[3, ~first], ctx[3, ~first])
+
+
+@BOTH
+def test_symbols_round_trip_and_skip_cells(tmp_path, cfg):
+    layer = _layer(tmp_path / "l.safetensors", "0" * 16, cfg=cfg)
     sym = _symbols((CFG.channels, 13, 17), 1)
     keep = np.ones((13, 17), dtype=bool)
     keep[4:8, 2:9] = False
@@ -103,6 +123,7 @@ def test_tiled_enhancement_matches_one_tile(tmp_path):
     assert a.shape == rgb.shape and np.abs(a.astype(int) - b).max() <= 1
 
 
+@pytest.mark.parametrize("tiny_layer", [CFG, CFG2], ids=["cross-channel", "same-channel"], indirect=True)
 def test_file_round_trip_flat_cells_and_repack(tiny_layer):
     w, layer = tiny_layer
     rgb = make_image(40, 56, 4)
@@ -255,13 +276,13 @@ def test_todays_reader_refuses_a_newer_version():
 
 
 # -- the shipped layer ---------------------------------------------------------------------------------
-needs_layer = pytest.mark.skipif(not SHIPPED_LAYERS, reason="no shipped enhancement layer")
+needs_layer = pytest.mark.skipif(not SHIPPED_LAYER.exists(), reason="no shipped enhancement layer")
 
 
 @needs_layer
 def test_shipped_layer_lifts_the_top_and_the_ladder_is_monotone():
     w = load_weights(ROOT / "weights" / "default.safetensors")
-    layer = enhancecoding.load_enhancement(SHIPPED_LAYERS[0])
+    layer = enhancecoding.load_enhancement(SHIPPED_LAYER)
     assert layer.base_id == w.model_id
     rgb = make_image(96, 128, 8)
     img = LoadedImage(rgb, None, "RGB")
@@ -282,6 +303,7 @@ def test_shipped_layer_decodes_identically_across_thread_counts():
     assert np.array_equal(a.enhancement.symbols, b.enhancement.symbols) and np.array_equal(a.rgb, b.rgb)
 
 
+@pytest.mark.parametrize("tiny_layer", [CFG, CFG2], ids=["cross-channel", "same-channel"], indirect=True)
 def test_thread_count_does_not_change_the_symbols(tiny_layer):
     w, _ = tiny_layer
     img = LoadedImage(make_image(48, 64, 10), None, "RGB")

@@ -18,7 +18,9 @@ from conftest import decode_with_threads
 
 from vqcli import format as vqz
 from vqcli.codec import pack
+from vqcli.enhancecoding import ENHANCE_DIR
 from vqcli.weights import load_weights
+from vqcli.weightspath import read_metadata
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden"
@@ -46,6 +48,9 @@ def test_golden_set_covers_both_weights_both_entropy_models_and_alpha():
     # every layout: uniform stages (format 1), a stage map (2), flat cells and padded stages (3),
     # an enhancement layer (4)
     assert {vqz.read_header((GOLDEN / name).read_bytes()).version for name in RECORD} == {1, 2, 3, 4}
+    # and every shipped enhancement layer, the default and the former ones kept under their ids
+    layers = {read_metadata(p)["model_id"] for p in (ROOT / "weights" / ENHANCE_DIR).glob("*.safetensors")}
+    assert layers and layers <= {r.get("enhancement") for r in RECORD.values()}
 
 
 @pytest.mark.parametrize("name", sorted(RECORD))

@@ -94,8 +94,9 @@ def test_train_enhance_dry_run_continues_a_layer_and_writes_one(image_dir, tiny_
               "--max-steps", "2", "--count-crops", "8", "--ckpt", str(tmp_path / "ckpt"))
     r = _run("tools/train_enhance.py", *common, "--out", str(first))
     assert r.returncode == 0, r.stderr
-    r = _run("tools/train_enhance.py", *common, "--init", str(first), "--out", str(second))
+    r = _run("tools/train_enhance.py", *common, "--init", str(first), "--out", str(second), "--same-channel")
     assert r.returncode == 0, r.stderr
     a, b = load_enhancement(first), load_enhancement(second)
     assert a.base_id == b.base_id == load_weights(tiny_weights).model_id and a.model_id != b.model_id
+    assert not a.config.same_channel and b.config.same_channel and b.counts.shape[2] == b.config.contexts
     assert b.training["steps"] == 2 and int(b.counts.sum()) > 0

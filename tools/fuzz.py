@@ -115,11 +115,11 @@ def small_layer(folder: Path, base_id: str) -> None:
     """An untrained enhancement layer over base_id (for format-4 seeds), written into folder."""
     import torch
 
-    from vqcli.enhance import BUCKETS, EnhanceConfig, Enhancement
+    from vqcli.enhance import EnhanceConfig, Enhancement
     from vqcli.enhancecoding import save_enhancement
 
     cfg = EnhanceConfig(channels=4, width=8, levels=3, radius=7)
-    counts = np.random.default_rng(0).integers(0, 50, (cfg.levels, cfg.channels, BUCKETS, cfg.alphabet))
+    counts = np.random.default_rng(0).integers(0, 50, (cfg.levels, cfg.channels, cfg.contexts, cfg.alphabet))
     counts[..., cfg.radius] += 2000
     with torch.random.fork_rng():
         torch.manual_seed(0)

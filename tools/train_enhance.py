@@ -12,14 +12,16 @@ gives them: each sample's base is one of them, so that the layer refines bases o
 quality). Every training sample draws one of the levels; level l has its own per-channel steps
 and loss bpp + lam / step_l^2 * 255^2 * MSE (uniform noise for rounding; the rate is a Gaussian
 per channel and context bucket, the context taken from the rounded earlier channels as the
-coder takes it). At the end the channels are put busiest first (busiest_first), and the symbol
-counts of every level, channel and context over the training crops (table_crops) become the
-coder's integer tables. A rerun with --resume CKPT --max-steps <its step> only recounts them.
+coder takes it, without --same-channel's part). At the end the channels are put busiest first
+(busiest_first), and the symbol counts of every level, channel and context over the training
+crops (table_crops) become the coder's integer tables. A rerun with --resume CKPT --max-steps
+<its step> only recounts them.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -110,6 +112,13 @@ def initial_log_scale(net: Enhancement, x: torch.Tensor, b: torch.Tensor) -> tor
     return out
 
 
+def with_same_channel(net: Enhancement) -> Enhancement:
+    """The same network, its tables to be counted with same-channel contexts (EnhanceConfig)."""
+    out = Enhancement(dataclasses.replace(net.cfg, same_channel=True))
+    out.load_state_dict(net.state_dict())
+    return out.eval()
+
+
 def table_crops(x: torch.Tensor, b: torch.Tensor, prefixes: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """The crops the tables are counted on: each crop over its full base and, where there are
     prefix reconstructions (uint8), again over one of them in turn. The encoder refines bases of
@@ -169,6 +178,9 @@ def main() -> None:
     ap.add_argument("--bases", type=Path, help="more base reconstructions of the same crops (uint8, one per "
                     "stage prefix: {k: [N, 3, H, W]}), drawn at random with the cache's, so that the layer "
                     "learns to refine bases of every quality")
+    ap.add_argument("--same-channel", action="store_true",
+                    help="count the tables with same-channel contexts (a layer continued from one keeps them); "
+                    "the training's rate estimate uses the cross-channel contexts either way")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--max-steps", type=int, default=10 ** 9)
     ap.add_argument("--trained-on", default="train/ + permissive/ crops (runs/data_all)",
@@ -247,12 +259,14 @@ def main() -> None:
             last_ckpt = time.time()
     checkpoint()
     net = net.cpu().eval()
+    val = evaluate(net, vx.cpu(), vb.cpu(), log_scale.detach().cpu())
+    if args.same_channel and not net.cfg.same_channel:
+        net = with_same_channel(net)
     cx, cb = table_crops(tx[:args.count_crops].cpu(), tb[:args.count_crops].cpu(), extra)
     net.permute_channels(busiest_first(net, cx[:256], cb[:256]))
     counts = count_symbols(net, cx, cb)
     save_enhancement(args.out, net, counts, base.model_id,
-                     {"steps": step, "lam": args.lam, "trained_on": args.trained_on,
-                      "val_crops": evaluate(net, vx.cpu(), vb.cpu(), log_scale.detach().cpu())})
+                     {"steps": step, "lam": args.lam, "trained_on": args.trained_on, "val_crops": val})
     print(json.dumps({"steps": step, "out": str(args.out)}), flush=True)
 
 

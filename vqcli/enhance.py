@@ -42,15 +42,23 @@ class EnhanceConfig:
     """Quantization levels (finest first), each with its own steps and tables."""
     radius: int = 31
     """Symbols lie in [-radius, radius]."""
+    same_channel: bool = False
+    """The contexts also see the channel's own neighbours: each channel coded in two passes of a
+    checkerboard, the second seeing the first (channel_contexts). Absent in the first layers."""
 
     def __post_init__(self) -> None:
         if not (1 <= self.channels <= 256 and 1 <= self.width <= 1024 and 1 <= self.levels <= 64
-                and 1 <= self.radius <= 1024):
+                and 1 <= self.radius <= 1024 and isinstance(self.same_channel, bool)):
             raise ValueError(f"enhancement config out of range: {self}")
 
     @property
     def alphabet(self) -> int:
         return 2 * self.radius + 1
+
+    @property
+    def contexts(self) -> int:
+        """Context buckets per level and channel (each with its own table)."""
+        return BUCKETS * (1 + NEIGHBOUR_BUCKETS) if self.same_channel else BUCKETS
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -146,16 +154,50 @@ def bucket(running: torch.Tensor, channel: int) -> torch.Tensor:
     return torch.bucketize(m, torch.tensor(ACTIVITY_EDGES, dtype=torch.int64, device=m.device), right=True)
 
 
-def channel_contexts(sym: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
-    """(c, context buckets [..., h, w] of channel c) of symbols [..., C, h, w], channel by channel:
-    channel c sees channels < c through a running sum. The buckets of channel c are yielded before
+NEIGHBOUR_EDGES = (1, 3, 6, 10)
+"""Bucket edges of the sum of |symbols| of a second-pass cell's 4 neighbours in its own channel
+(all first-pass cells): 5 buckets."""
+NEIGHBOUR_BUCKETS = len(NEIGHBOUR_EDGES) + 1
+
+
+def first_pass(h: int, w: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """bool [h, w]: the cells of a channel's first pass, (y + x) even: every other cell's 4
+    neighbours are among them."""
+    return (torch.arange(h, device=device)[:, None] + torch.arange(w, device=device)) % 2 == 0
+
+
+def _neighbour_bucket(plane: torch.Tensor) -> torch.Tensor:
+    """Bucket of the 4-neighbour sums of |symbols| of int64 planes [..., h, w] (outside counts 0)."""
+    a = nn.functional.pad(plane.abs(), (1, 1, 1, 1))
+    near = a[..., :-2, 1:-1] + a[..., 2:, 1:-1] + a[..., 1:-1, :-2] + a[..., 1:-1, 2:]
+    return torch.bucketize(near, torch.tensor(NEIGHBOUR_EDGES, dtype=torch.int64, device=near.device), right=True)
+
+
+def channel_contexts(sym: torch.Tensor, same_channel: bool = False
+                     ) -> Iterator[tuple[int, torch.Tensor | None, torch.Tensor]]:
+    """(c, cells, context buckets [..., h, w]) of symbols [..., C, h, w], pass by pass in coding
+    order: channel c sees channels < c through a running sum; with same_channel, channel c comes
+    in two passes (cells: first_pass, then the rest; None: one pass of every cell) and a
+    second-pass bucket also holds its first-pass neighbours' activity. Each pass is yielded before
     its symbols are read, so a decoder may fill sym[..., c, :, :] in place (a shared numpy view)."""
     running = torch.zeros((*sym.shape[:-3], *sym.shape[-2:]), dtype=torch.int64, device=sym.device)
+    first = first_pass(*sym.shape[-2:], device=sym.device) if same_channel else None
     for c in range(sym.shape[-3]):
-        yield c, bucket(running, c)
-        running += box_abs(sym[..., c, :, :].long())
+        k = bucket(running, c)
+        yield c, first, k
+        plane = sym[..., c, :, :].long()
+        if first is not None:
+            yield c, ~first, BUCKETS + k * NEIGHBOUR_BUCKETS + _neighbour_bucket(plane)
+            plane = sym[..., c, :, :].long()  # the second pass is in now
+        running += box_abs(plane)
 
 
-def contexts(sym: torch.Tensor) -> torch.Tensor:
-    """Context buckets of every symbol of symbols [..., C, h, w] (channel c sees channels < c)."""
-    return torch.stack([ctx for _, ctx in channel_contexts(sym)], -3)
+def contexts(sym: torch.Tensor, same_channel: bool = False) -> torch.Tensor:
+    """Context buckets of every symbol of symbols [..., C, h, w] (channel_contexts' passes joined)."""
+    out = torch.empty(sym.shape, dtype=torch.int64, device=sym.device)
+    for c, cells, ctx in channel_contexts(sym, same_channel):
+        if cells is None:
+            out[..., c, :, :] = ctx
+        else:
+            out[..., c, :, :] = torch.where(cells, ctx, out[..., c, :, :])
+    return out

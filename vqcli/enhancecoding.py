@@ -2,15 +2,16 @@
 symbols' byte stream.
 
 A layer's weights are a safetensors file (metadata ``format`` = "vqcli-enhancement") holding the
-network (vqcli.enhance), ``stats.counts`` [levels, C, BUCKETS, alphabet]: how often each symbol
+network (vqcli.enhance), ``stats.counts`` [levels, C, contexts, alphabet]: how often each symbol
 occurred per level, channel and context bucket on the training crops, and the model id of the
 base it was trained over (``base_model``). Its own id hashes every tensor, as a base model's does;
 a .vqz names the layer by that id.
 
-Coding (docs/FORMAT.md, enhancement chunk): channel by channel; the positions of a channel
-ordered by context bucket, then raster; each bucket's run coded with one fixed table,
-``quantize(counts + 1)`` to a total of 2^16, by constriction's ANS. The tables and contexts are
-integers, so a stream parses identically on every device.
+Coding (docs/FORMAT.md, enhancement chunk): channel by channel (with same_channel, each in
+two checkerboard passes); the positions of a pass ordered by context bucket, then raster; each
+bucket's run coded with one fixed table, ``quantize(counts + 1)`` to a total of 2^16, by
+constriction's ANS. The tables and contexts are integers, so a stream parses identically on
+every device.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .enhance import BUCKETS, FACTOR, EnhanceConfig, Enhancement, channel_contexts, contexts
+from .enhance import FACTOR, EnhanceConfig, Enhancement, channel_contexts, contexts, first_pass
 from .entropy import min_stream_bits, probabilities, quantize
 from .errors import VQError
 
@@ -42,13 +43,13 @@ class EnhanceWeights:
     config: EnhanceConfig
     model_id: str
     base_id: str
-    counts: np.ndarray  # int64 [levels, C, BUCKETS, alphabet]
+    counts: np.ndarray  # int64 [levels, C, contexts, alphabet]
     training: dict
     path: Path | None = None
 
     @cached_property
     def tables(self) -> np.ndarray:
-        """Integer frequencies [levels, C, BUCKETS, alphabet], each row summing to TOTAL."""
+        """Integer frequencies [levels, C, contexts, alphabet], each row summing to TOTAL."""
         return quantize(self.counts + 1, TOTAL)
 
     @cached_property
@@ -73,17 +74,17 @@ def _id_of(tensors: dict[str, torch.Tensor], base_id: str) -> str:
 
 
 def count_symbols(net: Enhancement, x: torch.Tensor, base: torch.Tensor, batch: int = 32) -> np.ndarray:
-    """Symbol counts [levels, C, BUCKETS, alphabet] of crops x given the base's reconstruction."""
+    """Symbol counts [levels, C, contexts, alphabet] of crops x given the base's reconstruction."""
     cfg = net.cfg
-    counts = np.zeros((cfg.levels, cfg.channels, BUCKETS, cfg.alphabet), dtype=np.int64)
+    counts = np.zeros((cfg.levels, cfg.channels, cfg.contexts, cfg.alphabet), dtype=np.int64)
     with torch.no_grad():
         for i in range(0, x.shape[0], batch):
             xb, bb = x[i:i + batch], base[i:i + batch]
             feats = net.features(bb)
             for lv in range(cfg.levels):
                 sym = net.quantize(net.analyse(xb, bb, feats, net.steps(float(lv)))).long()
-                ctx = contexts(sym)
-                key = ((torch.arange(cfg.channels).view(1, -1, 1, 1) * BUCKETS + ctx) * cfg.alphabet
+                ctx = contexts(sym, cfg.same_channel)
+                key = ((torch.arange(cfg.channels).view(1, -1, 1, 1) * cfg.contexts + ctx) * cfg.alphabet
                        + sym + cfg.radius)
                 counts[lv] += np.bincount(key.ravel().numpy(), minlength=counts[lv].size).reshape(counts[lv].shape)
     return counts
@@ -128,7 +129,7 @@ def load_enhancement(path: Path | str, device: str | torch.device = "cpu") -> En
     if not same:
         raise VQError(f"{path}: its tensors do not match its model id {mid} (damaged file)")
     counts = tensors.pop("stats.counts", None)
-    shape = (cfg.levels, cfg.channels, BUCKETS, cfg.alphabet)
+    shape = (cfg.levels, cfg.channels, cfg.contexts, cfg.alphabet)
     if counts is None or tuple(counts.shape) != shape or counts.dtype != torch.int32 or int(counts.min()) < 0:
         raise VQError(f"{path}: bad enhancement tables (stats.counts must be int32 {list(shape)}, >= 0)")
     net = Enhancement(cfg)
@@ -151,6 +152,12 @@ def _runs(ctx: np.ndarray, keep: np.ndarray) -> list[tuple[int, np.ndarray]]:
     return [(int(k), order[b == k]) for k in np.unique(b)]
 
 
+def _halves(shape: tuple[int, int]) -> list[np.ndarray]:
+    """The two checkerboard passes of a same_channel layer's channel, in coding order."""
+    first = first_pass(*shape).numpy()
+    return [first, ~first]
+
+
 def _model(table: np.ndarray):
     import constriction
 
@@ -167,16 +174,18 @@ def encode_symbols(ew: EnhanceWeights, sym: np.ndarray, level: int, keep: np.nda
     # one uint8 block (a 24 MP image's is 48 MB): small planes kept between each channel's large
     # temporaries would pin the freed memory (peak RSS +0.8 GB at 24 MP)
     ctxs = np.empty(sym.shape, dtype=np.uint8)
-    for c, ctx in channel_contexts(torch.from_numpy(sym)):
-        ctxs[c] = ctx.numpy()
+    for c, cells, ctx in channel_contexts(torch.from_numpy(sym), ew.config.same_channel):
+        np.copyto(ctxs[c], ctx.numpy(), casting="unsafe", where=True if cells is None else cells.numpy())
+    passes = [keep] if not ew.config.same_channel else [keep & p for p in _halves(keep.shape)]
     coder = constriction.stream.stack.AnsCoder()
     bits = 0.0
-    # ANS is a stack: the last channel's last run goes in first, so that decoding runs forward.
+    # ANS is a stack: the last pass's last run goes in first, so that decoding runs forward.
     for c in reversed(range(len(ctxs))):
-        for k, pos in reversed(_runs(ctxs[c], keep)):
-            s = sym[c].ravel()[pos].astype(np.int32) + r
-            coder.encode_reverse(s, _model(tables[c, k]))
-            bits += float(-np.log2(tables[c, k][s] / TOTAL).sum())
+        for cells in reversed(passes):
+            for k, pos in reversed(_runs(ctxs[c], cells)):
+                s = sym[c].ravel()[pos].astype(np.int32) + r
+                coder.encode_reverse(s, _model(tables[c, k]))
+                bits += float(-np.log2(tables[c, k][s] / TOTAL).sum())
     return coder.get_compressed().astype("<u4").tobytes(), bits
 
 
@@ -193,9 +202,10 @@ def decode_symbols(ew: EnhanceWeights, stream: bytes, level: int, keep: np.ndarr
     sym = np.zeros((cfg.channels, *keep.shape), dtype=np.int8)
     try:
         coder = constriction.stream.stack.AnsCoder(np.frombuffer(stream, dtype="<u4").astype(np.uint32))
-        for c, ctx in channel_contexts(torch.from_numpy(sym)):  # fills sym channel by channel
+        # fills sym pass by pass
+        for c, cells, ctx in channel_contexts(torch.from_numpy(sym), cfg.same_channel):
             plane = sym[c].reshape(-1)
-            for k, pos in _runs(ctx.numpy(), keep):
+            for k, pos in _runs(ctx.numpy(), keep if cells is None else keep & cells.numpy()):
                 plane[pos] = np.asarray(coder.decode(_model(tables[c, k]), pos.size), dtype=np.int64) - cfg.radius
         unfinished = not coder.is_empty()
     except (ValueError, RuntimeError, AssertionError) as e:
