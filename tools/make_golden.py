@@ -3,8 +3,8 @@
 - tiny.safetensors: the `tiny` preset trained deterministically (CPU, one thread, fixed seed)
   for 40 steps on generated images, a few KB;
 - *.vqz: small generated images coded with it and with every shipped release (weights/<id>.safetensors),
-  static, context and spatial entropy models, one with alpha, one grey, two with the default's
-  enhancement layer (weights/enhance/; its id is in the file); only missing files are
+  static, context and spatial entropy models, one with alpha, one grey, two with each of the
+  default's enhancement layers (weights/enhance/; its id is in the file); only missing files are
   written (a golden file is a reference, never regenerated for a release);
 - golden.json: per file, the weights, the sha256 of its decoded indices (int64, C order) and of
   its decoded pixels (RGB uint8, then alpha).
@@ -60,6 +60,9 @@ CASES = {
     # format 4: the default with its shipped enhancement layer (weights/enhance/), flat cells too
     "default_enhanced_flat.vqz": (DEFAULT, 64, 88, 15, "spatial", False, False, 90),
     "default_enhanced.vqz": (DEFAULT, 56, 72, 16, "spatial", True, False, 70),
+    # the second layer (same-channel contexts; the first stays as weights/enhance/e8d2bfc30623bb58.safetensors)
+    "default_enhanced2.vqz": (DEFAULT, 64, 80, 17, "spatial", False, False, 80),
+    "default_enhanced2_flat.vqz": (DEFAULT, 48, 64, 18, "spatial", True, False, 100),
 }
 FLAT = {name for name in CASES if "_flat" in name}
 PADDED = "tiny_padded.vqz"  # format 3's padded stage chunks: all-zero indices, packed (tiny, static)
