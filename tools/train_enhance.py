@@ -127,10 +127,9 @@ def table_crops(x: torch.Tensor, b: torch.Tensor, prefixes: list[torch.Tensor]) 
     if not prefixes:
         return x, b
     mixed = b.clone()
-    for i in range(len(x)):
-        k = i % (len(prefixes) + 1)
-        if k:
-            mixed[i] = prefixes[k - 1][i].float() / 255
+    for k, prefix in enumerate(prefixes, 1):  # crop i over prefix i % (len + 1), 0 the full base
+        pick = torch.arange(k, len(x), len(prefixes) + 1)
+        mixed[pick] = prefix[pick].float() / 255
     return torch.cat([x, x]), torch.cat([b, mixed])
 
 

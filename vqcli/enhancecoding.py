@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .enhance import FACTOR, EnhanceConfig, Enhancement, channel_contexts, contexts, first_pass
+from .enhance import FACTOR, EnhanceConfig, Enhancement, channel_contexts, contexts
 from .entropy import min_stream_bits, probabilities, quantize
 from .errors import VQError
 
@@ -152,10 +152,9 @@ def _runs(ctx: np.ndarray, keep: np.ndarray) -> list[tuple[int, np.ndarray]]:
     return [(int(k), order[b == k]) for k in np.unique(b)]
 
 
-def _halves(shape: tuple[int, int]) -> list[np.ndarray]:
-    """The two checkerboard passes of a same_channel layer's channel, in coding order."""
-    first = first_pass(*shape).numpy()
-    return [first, ~first]
+def _pass_cells(keep: np.ndarray, cells: torch.Tensor | None) -> np.ndarray:
+    """The kept cells of one pass of channel_contexts (cells None: the whole channel)."""
+    return keep if cells is None else keep & cells.numpy()
 
 
 def _model(table: np.ndarray):
@@ -174,9 +173,11 @@ def encode_symbols(ew: EnhanceWeights, sym: np.ndarray, level: int, keep: np.nda
     # one uint8 block (a 24 MP image's is 48 MB): small planes kept between each channel's large
     # temporaries would pin the freed memory (peak RSS +0.8 GB at 24 MP)
     ctxs = np.empty(sym.shape, dtype=np.uint8)
+    passes: list[np.ndarray] = []  # every channel has the same passes: channel 0's
     for c, cells, ctx in channel_contexts(torch.from_numpy(sym), ew.config.same_channel):
         np.copyto(ctxs[c], ctx.numpy(), casting="unsafe", where=True if cells is None else cells.numpy())
-    passes = [keep] if not ew.config.same_channel else [keep & p for p in _halves(keep.shape)]
+        if c == 0:
+            passes.append(_pass_cells(keep, cells))
     coder = constriction.stream.stack.AnsCoder()
     bits = 0.0
     # ANS is a stack: the last pass's last run goes in first, so that decoding runs forward.
@@ -205,7 +206,7 @@ def decode_symbols(ew: EnhanceWeights, stream: bytes, level: int, keep: np.ndarr
         # fills sym pass by pass
         for c, cells, ctx in channel_contexts(torch.from_numpy(sym), cfg.same_channel):
             plane = sym[c].reshape(-1)
-            for k, pos in _runs(ctx.numpy(), keep if cells is None else keep & cells.numpy()):
+            for k, pos in _runs(ctx.numpy(), _pass_cells(keep, cells)):
                 plane[pos] = np.asarray(coder.decode(_model(tables[c, k]), pos.size), dtype=np.int64) - cfg.radius
         unfinished = not coder.is_empty()
     except (ValueError, RuntimeError, AssertionError) as e:
