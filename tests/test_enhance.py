@@ -16,7 +16,8 @@ from conftest import decode_with_threads, make_image, torch_threads
 
 from vqcli import codec, enhancecoding, metrics, tiling
 from vqcli import format as vqz
-from vqcli.enhance import BUCKETS, EnhanceConfig, Enhancement, contexts, first_pass
+from vqcli.enhance import (BUCKETS, PREDICTOR_SHIFT, ContextRule, EnhanceConfig, Enhancement, contexts,
+                           first_pass, pass_layout, predicted_bucket)
 from vqcli.errors import VQError
 from vqcli.images import LoadedImage
 from vqcli.rate import ENHANCE_FROM, enhanced_rate
@@ -27,7 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_LAYER = ROOT / "weights" / enhancecoding.ENHANCE_DIR / enhancecoding.DEFAULT_LAYER
 CFG = EnhanceConfig(channels=4, width=8, levels=3, radius=7)
 CFG2 = dataclasses.replace(CFG, same_channel=True)
-BOTH = pytest.mark.parametrize("cfg", [CFG, CFG2], ids=["cross-channel", "same-channel"])
+CFG4 = dataclasses.replace(CFG, same_channel=True, four_passes=True, predictor=True)
+CONFIGS, CONFIG_IDS = [CFG, CFG2, CFG4], ["cross-channel", "same-channel", "four-passes-predicted"]
+EVERY_CONFIG = pytest.mark.parametrize("cfg", CONFIGS, ids=CONFIG_IDS)
 
 
 def _layer(path: Path, base_id: str, seed: int = 0, cfg: EnhanceConfig = CFG) -> enhancecoding.EnhanceWeights:
@@ -35,6 +38,8 @@ def _layer(path: Path, base_id: str, seed: int = 0, cfg: EnhanceConfig = CFG) ->
     torch.manual_seed(seed)
     net = Enhancement(cfg)
     rng = np.random.default_rng(seed)
+    if cfg.predictor:  # a predictor of some spread, so that the buckets differ
+        net.predictor.copy_(torch.from_numpy(rng.integers(-1000, 3000, net.predictor.shape)))
     counts = rng.integers(0, 50, (cfg.levels, cfg.channels, cfg.contexts, cfg.alphabet))
     counts[..., cfg.radius] += 2000  # symbol 0 is the most common, as in a trained layer
     enhancecoding.save_enhancement(path, net, counts, base_id, {"test": True})
@@ -68,21 +73,58 @@ def test_a_channel_context_depends_only_on_earlier_channels():
 
 def test_a_second_pass_context_sees_its_own_channels_first_pass_and_nothing_later():
     sym = torch.from_numpy(_symbols((6, 9, 11), 0)).long()
-    ctx = contexts(sym, same_channel=True)
+    ctx = contexts(sym, ContextRule(2))
     first = first_pass(9, 11)
     assert torch.equal(ctx[:, first], contexts(sym)[:, first])  # the first pass: as without
     assert int(ctx[:, ~first].min()) >= BUCKETS and int(ctx.max()) < CFG2.contexts
     changed = sym.clone()
     changed[3, ~first] = 5  # channel 3's second pass: no context of channels <= 3 changes
-    assert torch.equal(contexts(changed, True)[:4], ctx[:4])
+    assert torch.equal(contexts(changed, ContextRule(2))[:4], ctx[:4])
     changed = sym.clone()
     changed[3][first] = 5  # its first pass: channel 3's second pass and later channels change
-    after = contexts(changed, True)
+    after = contexts(changed, ContextRule(2))
     assert torch.equal(after[:3], ctx[:3]) and torch.equal(after[3, first], ctx[3, first])
     assert not torch.equal(after[3, ~first], ctx[3, ~first])
 
 
-@BOTH
+def _random_predictor(channels: int, seed: int) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).integers(-2000, 6000, (channels, 1 + 2 * channels))
+                            ).to(torch.int32)
+
+
+def test_each_of_four_passes_sees_only_earlier_passes_of_its_channel():
+    sym = torch.from_numpy(_symbols((6, 9, 11), 0)).long()
+    rule = ContextRule(4, _random_predictor(6, 0))
+    ctx = contexts(sym, rule)
+    layout = pass_layout(9, 11, 4)
+    assert sum(cells.long() for cells, _ in layout).eq(1).all()  # the passes tile the grid
+    assert torch.equal(ctx[:, layout[0][0]], contexts(sym, ContextRule(2, rule.predictor))[:, layout[0][0]])
+    assert int(ctx.max()) < CFG4.contexts
+    for p, (cells, _) in enumerate(layout):
+        changed = sym.clone()
+        changed[3][cells] = 7  # channel 3's pass p: its earlier passes and channels < 3 keep their contexts
+        after = contexts(changed, rule)
+        assert torch.equal(after[:3], ctx[:3])
+        for cells_before, _ in layout[:p + 1]:
+            assert torch.equal(after[3, cells_before], ctx[3, cells_before])
+        if p < 2:  # the corners and the diagonal pass are seen by the later passes (not the cross passes)
+            assert any(not torch.equal(after[3, later], ctx[3, later]) for later, _ in layout[p + 1:])
+
+
+def test_the_predicted_bucket_is_the_integer_formula():
+    sym = torch.from_numpy(_symbols((5, 7, 8), 3)).long()
+    w = _random_predictor(5, 3)
+    boxes = torch.nn.functional.conv2d(sym.abs()[:, None].float(), torch.ones(1, 1, 3, 3), padding=1)[:, 0].long()
+    edges = np.array((1, 2, 3, 4, 6, 8, 11, 16, 22, 32, 45, 64, 90, 128))
+    for c in range(5):
+        acc = np.full(sym.shape[1:], int(w[c, 0]), dtype=np.int64)
+        for j in range(c):
+            acc += int(w[c, 1 + j]) * boxes[j].numpy() + int(w[c, 6 + j]) * sym[j].abs().numpy()
+        want = np.searchsorted(edges, acc // (1 << PREDICTOR_SHIFT), side="right")  # floor, also below 0
+        assert np.array_equal(predicted_bucket(w.tolist()[c], boxes.to(torch.int16), sym, c).numpy(), want)
+
+
+@EVERY_CONFIG
 def test_symbols_round_trip_and_skip_cells(tmp_path, cfg):
     layer = _layer(tmp_path / "l.safetensors", "0" * 16, cfg=cfg)
     sym = _symbols((CFG.channels, 13, 17), 1)
@@ -123,7 +165,7 @@ def test_tiled_enhancement_matches_one_tile(tmp_path):
     assert a.shape == rgb.shape and np.abs(a.astype(int) - b).max() <= 1
 
 
-@pytest.mark.parametrize("tiny_layer", [CFG, CFG2], ids=["cross-channel", "same-channel"], indirect=True)
+@pytest.mark.parametrize("tiny_layer", CONFIGS, ids=CONFIG_IDS, indirect=True)
 def test_file_round_trip_flat_cells_and_repack(tiny_layer):
     w, layer = tiny_layer
     rgb = make_image(40, 56, 4)
@@ -182,6 +224,8 @@ def test_permuted_channels_are_the_same_codec_in_another_order():
     torch.testing.assert_close(moved.synthesise(v.round()[:, order], b, moved.features(b), steps2), out)
     with pytest.raises(ValueError, match="permutation"):
         moved.permute_channels(torch.tensor([0, 0, 1, 2]))
+    with pytest.raises(ValueError, match="before fitting the predictor"):
+        Enhancement(CFG4).permute_channels(order)
 
 
 def test_quality_mapping_is_monotone():
@@ -303,7 +347,7 @@ def test_shipped_layer_decodes_identically_across_thread_counts():
     assert np.array_equal(a.enhancement.symbols, b.enhancement.symbols) and np.array_equal(a.rgb, b.rgb)
 
 
-@pytest.mark.parametrize("tiny_layer", [CFG, CFG2], ids=["cross-channel", "same-channel"], indirect=True)
+@pytest.mark.parametrize("tiny_layer", CONFIGS, ids=CONFIG_IDS, indirect=True)
 def test_thread_count_does_not_change_the_symbols(tiny_layer):
     w, _ = tiny_layer
     img = LoadedImage(make_image(48, 64, 10), None, "RGB")

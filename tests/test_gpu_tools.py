@@ -100,3 +100,10 @@ def test_train_enhance_dry_run_continues_a_layer_and_writes_one(image_dir, tiny_
     assert a.base_id == b.base_id == load_weights(tiny_weights).model_id and a.model_id != b.model_id
     assert not a.config.same_channel and b.config.same_channel and b.counts.shape[2] == b.config.contexts
     assert b.training["steps"] == 2 and int(b.counts.sum()) > 0
+    third = tmp_path / "c.safetensors"
+    r = _run("tools/train_enhance.py", *common, "--init", str(second), "--out", str(third), "--four-passes",
+             "--predictor")
+    assert r.returncode == 0, r.stderr
+    c = load_enhancement(third)
+    assert c.config.same_channel and c.config.four_passes and c.config.predictor
+    assert c.rule.passes == 4 and c.net.predictor.abs().sum() > 0  # fitted, not left at zero

@@ -13,7 +13,8 @@ quality). Every training sample draws one of the levels; level l has its own per
 and loss bpp + lam / step_l^2 * 255^2 * MSE (uniform noise for rounding; the rate is a Gaussian
 per channel and context bucket, the context taken from the rounded earlier channels as the
 coder takes it, without --same-channel's part). At the end the channels are put busiest first
-(busiest_first), and the symbol counts of every level, channel and context over the training
+(busiest_first), with --predictor the activity predictor is fitted to that order
+(fit_predictor), and the symbol counts of every level, channel and context over the training
 crops (table_crops) become the coder's integer tables. A rerun with --resume CKPT --max-steps
 <its step> only recounts them.
 """
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from vqcli.enhance import BUCKETS, EnhanceConfig, Enhancement, contexts
+from vqcli.enhance import BUCKETS, PREDICTOR_SHIFT, EnhanceConfig, Enhancement, box_abs, contexts
 from vqcli.enhancecoding import count_symbols, load_enhancement, save_enhancement
 from vqcli.weights import load_weights
 
@@ -112,11 +113,48 @@ def initial_log_scale(net: Enhancement, x: torch.Tensor, b: torch.Tensor) -> tor
     return out
 
 
-def with_same_channel(net: Enhancement) -> Enhancement:
-    """The same network, its tables to be counted with same-channel contexts (EnhanceConfig)."""
-    out = Enhancement(dataclasses.replace(net.cfg, same_channel=True))
-    out.load_state_dict(net.state_dict())
+def with_config(net: Enhancement, cfg: EnhanceConfig) -> Enhancement:
+    """The same network under another coding config (EnhanceConfig: passes, predictor); a
+    predictor it gains starts at zero, to be fitted (fit_predictor)."""
+    out = Enhancement(cfg)
+    missing, _ = out.load_state_dict({k: v for k, v in net.state_dict().items() if k != "predictor"}, strict=False)
+    if set(missing) - {"predictor"}:
+        raise ValueError(f"not the same network: {missing}")
     return out.eval()
+
+
+@torch.no_grad()
+def fit_predictor(net: Enhancement, x: torch.Tensor, b: torch.Tensor, levels: tuple[int, ...] = (1, 3)) -> torch.Tensor:
+    """Integer predictor weights [C, 1 + 2C] (EnhanceConfig.predictor): for each channel, the
+    least-squares fit of its |symbol| to 1 and the 3x3 mean and centre |symbol| of every earlier
+    channel, over crops at two levels, in predicted_bucket's fixed point. Against the earlier
+    channels' plain mean activity: 0.5-1.5 % fewer bits at the fine levels (training photos)."""
+    sym = torch.cat([net.quantize(net.analyse(x[i:i + 64], b[i:i + 64], net.features(b[i:i + 64]),
+                                              net.steps(float(lv)))).long()
+                     for lv in levels for i in range(0, len(x), 64)])
+    box, centre = box_abs(sym).double() / 9, sym.abs().double()
+    c_all = sym.shape[1]
+    out = torch.zeros(c_all, 1 + 2 * c_all, dtype=torch.int32)
+    scale = 16 * (1 << PREDICTOR_SHIFT)  # predicted_bucket compares 16 x |symbol|
+    for c in range(c_all):
+        rows = [torch.ones(box[:, 0].numel(), 1, dtype=torch.float64)]
+        rows += [f[:, :c].permute(0, 2, 3, 1).reshape(-1, c) for f in (box, centre)] if c else []
+        a = torch.linalg.lstsq(torch.cat(rows, 1), centre[:, c].reshape(-1, 1)).solution[:, 0] * scale
+        out[c, 0] = int(a[0].round())
+        out[c, 1:1 + c] = (a[1:1 + c] / 9).round().int()  # box_abs is a sum of 9: the fit's is a mean
+        out[c, 1 + c_all:1 + c_all + c] = a[1 + c:].round().int()
+    return out
+
+
+def coder_ready(net: Enhancement, cfg: EnhanceConfig, x: torch.Tensor, b: torch.Tensor) -> Enhancement:
+    """The trained network as a coder of config cfg: channels busiest first, then the predictor (if
+    cfg has one) fitted to that order, on crops x over bases b."""
+    net = with_config(net, dataclasses.replace(cfg, predictor=False))
+    net.permute_channels(busiest_first(net, x[:256], b[:256]))
+    if cfg.predictor:
+        net = with_config(net, cfg)
+        net.predictor.copy_(fit_predictor(net, x[::4][:640], b[::4][:640]))
+    return net
 
 
 def table_crops(x: torch.Tensor, b: torch.Tensor, prefixes: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,6 +218,10 @@ def main() -> None:
     ap.add_argument("--same-channel", action="store_true",
                     help="count the tables with same-channel contexts (a layer continued from one keeps them); "
                     "the training's rate estimate uses the cross-channel contexts either way")
+    ap.add_argument("--four-passes", action="store_true",
+                    help="same-channel contexts in four passes of a 2x2 grid (EnhanceConfig.four_passes)")
+    ap.add_argument("--predictor", action="store_true",
+                    help="fit an activity predictor for the contexts (EnhanceConfig.predictor)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--max-steps", type=int, default=10 ** 9)
     ap.add_argument("--trained-on", default="train/ + permissive/ crops (runs/data_all)",
@@ -194,8 +236,9 @@ def main() -> None:
     with torch.no_grad():
         net.log_step.copy_(torch.tensor(STEPS).log()[:, None].expand(-1, cfg.channels))
     if args.init is not None and args.init.suffix == ".safetensors":
-        net = load_enhancement(args.init).net.requires_grad_(True).train()
-        cfg = net.cfg
+        net = load_enhancement(args.init).net
+        cfg = net.cfg  # its coding config stays; training does without the predictor
+        net = with_config(net, dataclasses.replace(cfg, predictor=False)).requires_grad_(True).train()
     elif args.init is not None:
         init_from_proxy(net, args.init)
     base = load_weights(args.base, dev)
@@ -259,10 +302,10 @@ def main() -> None:
     checkpoint()
     net = net.cpu().eval()
     val = evaluate(net, vx.cpu(), vb.cpu(), log_scale.detach().cpu())
-    if args.same_channel and not net.cfg.same_channel:
-        net = with_same_channel(net)
     cx, cb = table_crops(tx[:args.count_crops].cpu(), tb[:args.count_crops].cpu(), extra)
-    net.permute_channels(busiest_first(net, cx[:256], cb[:256]))
+    four = args.four_passes or cfg.four_passes
+    net = coder_ready(net, dataclasses.replace(cfg, same_channel=args.same_channel or four or cfg.same_channel,
+                                               four_passes=four, predictor=args.predictor or cfg.predictor), cx, cb)
     counts = count_symbols(net, cx, cb)
     save_enhancement(args.out, net, counts, base.model_id,
                      {"steps": step, "lam": args.lam, "trained_on": args.trained_on, "val_crops": val})

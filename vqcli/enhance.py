@@ -45,10 +45,18 @@ class EnhanceConfig:
     same_channel: bool = False
     """The contexts also see the channel's own neighbours: each channel coded in two passes of a
     checkerboard, the second seeing the first (channel_contexts). Absent in the first layers."""
+    four_passes: bool = False
+    """With same_channel: four passes of a 2x2 grid instead of two, so that three quarters of the
+    cells see neighbours of their own channel, not half. Absent in the first layers."""
+    predictor: bool = False
+    """The earlier channels' activity is an integer linear prediction of each channel's |symbol|
+    (the `predictor` tensor, predicted_bucket) instead of their mean. Absent in the first layers."""
 
     def __post_init__(self) -> None:
+        flags = (self.same_channel, self.four_passes, self.predictor)
         if not (1 <= self.channels <= 256 and 1 <= self.width <= 1024 and 1 <= self.levels <= 64
-                and 1 <= self.radius <= 1024 and isinstance(self.same_channel, bool)):
+                and 1 <= self.radius <= 1024 and all(isinstance(f, bool) for f in flags)
+                and self.same_channel >= self.four_passes):
             raise ValueError(f"enhancement config out of range: {self}")
 
     @property
@@ -60,8 +68,17 @@ class EnhanceConfig:
         """Context buckets per level and channel (each with its own table)."""
         return BUCKETS * (1 + NEIGHBOUR_BUCKETS) if self.same_channel else BUCKETS
 
+    @property
+    def passes(self) -> int:
+        """Coder passes per channel (pass_layout)."""
+        return 4 if self.four_passes else 2 if self.same_channel else 1
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        for later in ("four_passes", "predictor"):  # absent, as the layers before them wrote it
+            if not out[later]:
+                del out[later]
+        return out
 
 
 def _conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
@@ -82,6 +99,12 @@ class Enhancement(nn.Module):
         self.synthesis = nn.Sequential(_conv(c + w, w), nn.SiLU(), _conv(w, 4 * w), nn.PixelShuffle(2), nn.SiLU(),
                                        _conv(w, 4 * 16), nn.PixelShuffle(2), nn.SiLU(), _conv(16, 3))
         self.log_step = nn.Parameter(torch.zeros(cfg.levels, c))
+        if cfg.predictor:  # fitted after training, with the tables (integers: part of the coder)
+            self.register_buffer("predictor", torch.zeros(c, 1 + 2 * c, dtype=torch.int32))
+
+    def context_rule(self) -> ContextRule:
+        """How the coder picks this layer's contexts."""
+        return ContextRule(self.cfg.passes, self.predictor.cpu() if self.cfg.predictor else None)
 
     def features(self, base: torch.Tensor) -> torch.Tensor:
         """The base's features [B, width, H/4, W/4] from its reconstruction [B, 3, H, W] in [0, 1]."""
@@ -123,6 +146,8 @@ class Enhancement(nn.Module):
         c = self.cfg.channels
         if sorted(order.tolist()) != list(range(c)):
             raise ValueError(f"not a permutation of {c} channels: {order.tolist()}")
+        if self.cfg.predictor:
+            raise ValueError("permute the channels before fitting the predictor: it is fitted to their order")
         for conv in (self.analysis[-1], self.mean[-1]):  # the latent's producers: output channels
             conv.weight.copy_(conv.weight[order])
             conv.bias.copy_(conv.bias[order])
@@ -155,47 +180,102 @@ def bucket(running: torch.Tensor, channel: int) -> torch.Tensor:
 
 
 NEIGHBOUR_EDGES = (1, 3, 6, 10)
-"""Bucket edges of the sum of |symbols| of a second-pass cell's 4 neighbours in its own channel
-(all first-pass cells): 5 buckets."""
+"""Bucket edges of the sum of |symbols| of a later-pass cell's 4 neighbours in its own channel
+(all from earlier passes): 5 buckets."""
 NEIGHBOUR_BUCKETS = len(NEIGHBOUR_EDGES) + 1
+PREDICTOR_SHIFT = 12
+"""Fixed point of the predictor's weights: a prediction is 16 x the expected |symbol|, shifted."""
+
+
+@dataclass(frozen=True, eq=False)
+class ContextRule:
+    """How a layer's coder picks each symbol's context (EnhanceConfig): its passes per channel, and
+    the activity predictor (int32 [C, 1 + 2C]) or None for the earlier channels' mean activity."""
+
+    passes: int = 1
+    predictor: torch.Tensor | None = None
 
 
 def first_pass(h: int, w: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """bool [h, w]: the cells of a channel's first pass, (y + x) even: every other cell's 4
+    """bool [h, w]: the cells of a checkerboard's first pass, (y + x) even: every other cell's 4
     neighbours are among them."""
     return (torch.arange(h, device=device)[:, None] + torch.arange(w, device=device)) % 2 == 0
 
 
-def _neighbour_bucket(plane: torch.Tensor) -> torch.Tensor:
-    """Bucket of the 4-neighbour sums of |symbols| of int64 planes [..., h, w] (outside counts 0)."""
+def pass_layout(h: int, w: int, passes: int, device: torch.device | str = "cpu"
+                ) -> list[tuple[torch.Tensor | None, str | None]]:
+    """(cells bool [h, w] or None for all, neighbours "cross" / "diagonal" / None) of each pass of
+    a channel, in coding order. 2: a checkerboard. 4: a 2x2 grid, (even, even) cells first, then
+    (odd, odd) seeing their 4 diagonal neighbours, then the rest seeing their 4 direct ones, every
+    one of them coded in an earlier pass."""
+    if passes == 1:
+        return [(None, None)]
+    if passes == 2:
+        first = first_pass(h, w, device)
+        return [(first, None), (~first, "cross")]
+    y = torch.arange(h, device=device)[:, None] % 2
+    x = torch.arange(w, device=device) % 2
+    return [((y == 0) & (x == 0), None), ((y == 1) & (x == 1), "diagonal"),
+            ((y == 0) & (x == 1), "cross"), ((y == 1) & (x == 0), "cross")]
+
+
+def _neighbour_bucket(plane: torch.Tensor, near: str = "cross") -> torch.Tensor:
+    """Bucket of the sums of |symbols| of each cell's 4 direct (cross) or diagonal neighbours, of
+    int64 planes [..., h, w] (outside counts 0)."""
     a = nn.functional.pad(plane.abs(), (1, 1, 1, 1))
-    near = a[..., :-2, 1:-1] + a[..., 2:, 1:-1] + a[..., 1:-1, :-2] + a[..., 1:-1, 2:]
-    return torch.bucketize(near, torch.tensor(NEIGHBOUR_EDGES, dtype=torch.int64, device=near.device), right=True)
+    if near == "cross":
+        s = a[..., :-2, 1:-1] + a[..., 2:, 1:-1] + a[..., 1:-1, :-2] + a[..., 1:-1, 2:]
+    else:
+        s = a[..., :-2, :-2] + a[..., :-2, 2:] + a[..., 2:, :-2] + a[..., 2:, 2:]
+    return torch.bucketize(s, torch.tensor(NEIGHBOUR_EDGES, dtype=torch.int64, device=s.device), right=True)
 
 
-def channel_contexts(sym: torch.Tensor, same_channel: bool = False
+def predicted_bucket(weights: list[int], boxes: torch.Tensor, sym: torch.Tensor, channel: int) -> torch.Tensor:
+    """Context bucket (int64 [..., h, w]) of channel `channel` from a predictor row: w0 plus the
+    weighted 3x3 sums of |symbols| (boxes [..., C, h, w]) and the |symbols| of every earlier
+    channel, shifted by PREDICTOR_SHIFT; integers only."""
+    c, n = channel, sym.shape[-3]
+    acc = torch.full((*sym.shape[:-3], *sym.shape[-2:]), weights[0], dtype=torch.int64, device=sym.device)
+    for j in range(c):
+        acc.add_(boxes[..., j, :, :], alpha=weights[1 + j])
+        acc.add_(sym[..., j, :, :].abs(), alpha=weights[1 + n + j])
+    m = acc >> PREDICTOR_SHIFT  # floor: a negative prediction is the quietest bucket
+    return torch.bucketize(m, torch.tensor(ACTIVITY_EDGES, dtype=torch.int64, device=m.device), right=True)
+
+
+def channel_contexts(sym: torch.Tensor, rule: ContextRule = ContextRule()
                      ) -> Iterator[tuple[int, torch.Tensor | None, torch.Tensor]]:
     """(c, cells, context buckets [..., h, w]) of symbols [..., C, h, w], pass by pass in coding
-    order: channel c sees channels < c through a running sum; with same_channel, channel c comes
-    in two passes (cells: first_pass, then the rest; None: one pass of every cell) and a
-    second-pass bucket also holds its first-pass neighbours' activity. Each pass is yielded before
-    its symbols are read, so a decoder may fill sym[..., c, :, :] in place (a shared numpy view)."""
-    running = torch.zeros((*sym.shape[:-3], *sym.shape[-2:]), dtype=torch.int64, device=sym.device)
-    first = first_pass(*sym.shape[-2:], device=sym.device) if same_channel else None
+    order (pass_layout; cells None: one pass of every cell). Channel c's activity bucket comes from
+    channels < c; a later-pass bucket also holds the activity of its neighbours of earlier passes
+    in its own channel. Each pass is yielded before its symbols are read, so a decoder may fill
+    sym[..., c, :, :] in place (a shared numpy view)."""
+    h, w = sym.shape[-2:]
+    plane_shape = (*sym.shape[:-3], h, w)
+    if rule.predictor is None:
+        running = torch.zeros(plane_shape, dtype=torch.int64, device=sym.device)
+    else:  # int16 holds a 3x3 sum of |symbols| (<= 9 x 1024): a 24 MP image's boxes are 96 MB
+        boxes = torch.empty(sym.shape, dtype=torch.int16, device=sym.device)
+        weights = rule.predictor.tolist()
+    layout = pass_layout(h, w, rule.passes, sym.device)
     for c in range(sym.shape[-3]):
-        k = bucket(running, c)
-        yield c, first, k
-        plane = sym[..., c, :, :].long()
-        if first is not None:
-            yield c, ~first, BUCKETS + k * NEIGHBOUR_BUCKETS + _neighbour_bucket(plane)
-            plane = sym[..., c, :, :].long()  # the second pass is in now
-        running += box_abs(plane)
+        k = bucket(running, c) if rule.predictor is None else predicted_bucket(weights[c], boxes, sym, c)
+        for cells, near in layout:
+            if near is None:
+                yield c, cells, k
+            else:  # the earlier passes are in now
+                yield c, cells, BUCKETS + k * NEIGHBOUR_BUCKETS + _neighbour_bucket(sym[..., c, :, :].long(), near)
+        box = box_abs(sym[..., c, :, :].long())
+        if rule.predictor is None:
+            running += box
+        else:
+            boxes[..., c, :, :] = box
 
 
-def contexts(sym: torch.Tensor, same_channel: bool = False) -> torch.Tensor:
+def contexts(sym: torch.Tensor, rule: ContextRule = ContextRule()) -> torch.Tensor:
     """Context buckets of every symbol of symbols [..., C, h, w] (channel_contexts' passes joined)."""
     out = torch.empty(sym.shape, dtype=torch.int64, device=sym.device)
-    for c, cells, ctx in channel_contexts(sym, same_channel):
+    for c, cells, ctx in channel_contexts(sym, rule):
         if cells is None:
             out[..., c, :, :] = ctx
         else:

@@ -2,16 +2,17 @@
 symbols' byte stream.
 
 A layer's weights are a safetensors file (metadata ``format`` = "vqcli-enhancement") holding the
-network (vqcli.enhance), ``stats.counts`` [levels, C, contexts, alphabet]: how often each symbol
-occurred per level, channel and context bucket on the training crops, and the model id of the
-base it was trained over (``base_model``). Its own id hashes every tensor, as a base model's does;
-a .vqz names the layer by that id.
+network (vqcli.enhance; with EnhanceConfig.predictor, its int32 ``predictor`` too),
+``stats.counts`` [levels, C, contexts, alphabet]: how often each symbol occurred per level,
+channel and context bucket on the training crops, and the model id of the base it was trained
+over (``base_model``). Its own id hashes every tensor, as a base model's does; a .vqz names the
+layer by that id.
 
-Coding (docs/FORMAT.md, enhancement chunk): channel by channel (with same_channel, each in
-two checkerboard passes); the positions of a pass ordered by context bucket, then raster; each
-bucket's run coded with one fixed table, ``quantize(counts + 1)`` to a total of 2^16, by
-constriction's ANS. The tables and contexts are integers, so a stream parses identically on
-every device.
+Coding (docs/FORMAT.md, enhancement chunk): channel by channel (with same_channel, each in two
+checkerboard passes, or four of a 2x2 grid); the positions of a pass ordered by context bucket,
+then raster; each bucket's run coded with one fixed table, ``quantize(counts + 1)`` to a total of
+2^16, by constriction's ANS. The tables and contexts are integers, so a stream parses identically
+on every device.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .enhance import FACTOR, EnhanceConfig, Enhancement, channel_contexts, contexts
+from .enhance import FACTOR, ContextRule, EnhanceConfig, Enhancement, channel_contexts, contexts
 from .entropy import min_stream_bits, probabilities, quantize
 from .errors import VQError
 
@@ -53,6 +54,10 @@ class EnhanceWeights:
         return quantize(self.counts + 1, TOTAL)
 
     @cached_property
+    def rule(self) -> ContextRule:
+        return self.net.context_rule()
+
+    @cached_property
     def min_symbol_bits(self) -> float:
         """The fewest bits any symbol can cost (with a count of slack for constriction's rounding)."""
         return -math.log2(min(1.0, (int(self.tables.max()) + 1) / TOTAL))
@@ -77,13 +82,14 @@ def count_symbols(net: Enhancement, x: torch.Tensor, base: torch.Tensor, batch: 
     """Symbol counts [levels, C, contexts, alphabet] of crops x given the base's reconstruction."""
     cfg = net.cfg
     counts = np.zeros((cfg.levels, cfg.channels, cfg.contexts, cfg.alphabet), dtype=np.int64)
+    rule = net.context_rule()
     with torch.no_grad():
         for i in range(0, x.shape[0], batch):
             xb, bb = x[i:i + batch], base[i:i + batch]
             feats = net.features(bb)
             for lv in range(cfg.levels):
                 sym = net.quantize(net.analyse(xb, bb, feats, net.steps(float(lv)))).long()
-                ctx = contexts(sym, cfg.same_channel)
+                ctx = contexts(sym, rule)
                 key = ((torch.arange(cfg.channels).view(1, -1, 1, 1) * cfg.contexts + ctx) * cfg.alphabet
                        + sym + cfg.radius)
                 counts[lv] += np.bincount(key.ravel().numpy(), minlength=counts[lv].size).reshape(counts[lv].shape)
@@ -98,7 +104,9 @@ def save_enhancement(path: Path | str, net: Enhancement, counts: np.ndarray, bas
 
     if int(counts.max()) >= 1 << 31:
         raise ValueError("symbol counts do not fit int32")
-    tensors = {k: v.detach().cpu().float().contiguous() for k, v in net.state_dict().items()}
+    # the network in float32; an integer buffer (the predictor) as it is
+    tensors = {k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous()
+               for k, v in net.state_dict().items()}
     tensors["stats.counts"] = torch.from_numpy(np.ascontiguousarray(counts, dtype=np.int32))
     mid = _id_of(tensors, base_id)
     meta = {"format": KIND, "format_version": FORMAT_VERSION, "config": json.dumps(net.cfg.to_dict()),
@@ -132,6 +140,9 @@ def load_enhancement(path: Path | str, device: str | torch.device = "cpu") -> En
     shape = (cfg.levels, cfg.channels, cfg.contexts, cfg.alphabet)
     if counts is None or tuple(counts.shape) != shape or counts.dtype != torch.int32 or int(counts.min()) < 0:
         raise VQError(f"{path}: bad enhancement tables (stats.counts must be int32 {list(shape)}, >= 0)")
+    predictor = tensors.get("predictor")
+    if predictor is not None and predictor.dtype != torch.int32:
+        raise VQError(f"{path}: bad enhancement tables (predictor must be int32, not {predictor.dtype})")
     net = Enhancement(cfg)
     try:
         net.load_state_dict(tensors)
@@ -174,7 +185,7 @@ def encode_symbols(ew: EnhanceWeights, sym: np.ndarray, level: int, keep: np.nda
     # temporaries would pin the freed memory (peak RSS +0.8 GB at 24 MP)
     ctxs = np.empty(sym.shape, dtype=np.uint8)
     passes: list[np.ndarray] = []  # every channel has the same passes: channel 0's
-    for c, cells, ctx in channel_contexts(torch.from_numpy(sym), ew.config.same_channel):
+    for c, cells, ctx in channel_contexts(torch.from_numpy(sym), ew.rule):
         np.copyto(ctxs[c], ctx.numpy(), casting="unsafe", where=True if cells is None else cells.numpy())
         if c == 0:
             passes.append(_pass_cells(keep, cells))
@@ -204,7 +215,7 @@ def decode_symbols(ew: EnhanceWeights, stream: bytes, level: int, keep: np.ndarr
     try:
         coder = constriction.stream.stack.AnsCoder(np.frombuffer(stream, dtype="<u4").astype(np.uint32))
         # fills sym pass by pass
-        for c, cells, ctx in channel_contexts(torch.from_numpy(sym), cfg.same_channel):
+        for c, cells, ctx in channel_contexts(torch.from_numpy(sym), ew.rule):
             plane = sym[c].reshape(-1)
             for k, pos in _runs(ctx.numpy(), _pass_cells(keep, cells)):
                 plane[pos] = np.asarray(coder.decode(_model(tables[c, k]), pos.size), dtype=np.int64) - cfg.radius
