@@ -16,8 +16,17 @@ from conftest import decode_with_threads, make_image, torch_threads
 
 from vqcli import codec, enhancecoding, metrics, tiling
 from vqcli import format as vqz
-from vqcli.enhance import (BUCKETS, PREDICTOR_SHIFT, ContextRule, EnhanceConfig, Enhancement, contexts,
-                           first_pass, pass_layout, predicted_bucket)
+from vqcli.enhance import (
+    BUCKETS,
+    PREDICTOR_SHIFT,
+    ContextRule,
+    EnhanceConfig,
+    Enhancement,
+    contexts,
+    first_pass,
+    pass_layout,
+    predicted_bucket,
+)
 from vqcli.errors import VQError
 from vqcli.images import LoadedImage
 from vqcli.rate import ENHANCE_FROM, enhanced_rate
