@@ -297,6 +297,33 @@ def _rechunk(data: bytes, payload: bytes) -> bytes:
     return data[:start] + head + struct.pack("<I", zlib.crc32(payload, zlib.crc32(head))) + payload
 
 
+def test_a_layer_stores_its_counts_packed_and_an_old_wide_file_compacts_to_the_same_layer(tmp_path):
+    from safetensors.torch import load_file, save
+
+    from vqcli.weights import read_safetensors, unpack_counts
+
+    small = _layer(tmp_path / "small.safetensors", "0" * 16)
+    assert load_file(str(tmp_path / "small.safetensors"))["stats.counts"].dtype == torch.uint16
+    torch.manual_seed(0)
+    counts = np.random.default_rng(1).integers(0, 50, (CFG.levels, CFG.channels, CFG.contexts, CFG.alphabet))
+    counts[0, 0, 0, CFG.radius] = 1 << 20  # too many for uint16: deflated
+    mid = enhancecoding.save_enhancement(tmp_path / "big.safetensors", Enhancement(CFG), counts, "0" * 16, {})
+    assert load_file(str(tmp_path / "big.safetensors"))["stats.counts"].dtype == torch.uint8
+    big = enhancecoding.load_enhancement(tmp_path / "big.safetensors")
+    assert big.model_id == mid and np.array_equal(big.counts, counts)
+    # a layer as the first versions stored it: every tensor wide
+    for layer, name in ((small, "small"), (big, "big")):
+        tensors, meta = read_safetensors(tmp_path / f"{name}.safetensors")
+        wide = tmp_path / f"{name}_wide.safetensors"
+        wide.write_bytes(save(unpack_counts(wide, tensors, meta),
+                              metadata={k: v for k, v in meta.items() if not k.startswith("count_")}))
+        size = wide.stat().st_size
+        got, before, after = enhancecoding.compact_enhancement(wide)
+        assert got == layer.model_id and before == size and after == wide.stat().st_size < size
+        again = enhancecoding.load_enhancement(wide)
+        assert again.model_id == layer.model_id and np.array_equal(again.counts, layer.counts)
+
+
 def test_hostile_enhancement_chunks(tiny_layer):
     w, layer = tiny_layer
     data = codec.compress(w, LoadedImage(make_image(32, 40, 7), None, "RGB"), quality=100).data

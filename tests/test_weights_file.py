@@ -1,8 +1,9 @@
-"""Weights storage: count tables packed as uint16 stand for the same tensors and model id."""
+"""Weights storage: count tables packed (uint16 or deflated) stand for the same tensors and model id."""
 
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from vqcli.errors import VQError
 from vqcli.model import VQVAE
 from vqcli.weights import (
     BASE,
+    COUNT_DEFLATED,
     COUNT_DTYPES,
     FORMAT,
     FORMAT_VERSION,
@@ -31,7 +33,7 @@ TINY = PRESETS["tiny"]
 def _stats() -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     hist = torch.randint(0, 50, (TINY.stages, TINY.codebook_size), generator=g)
-    hist[0, 0] = 1 << 16  # one count too large for uint16: this table stays int64
+    hist[0, 0] = 1 << 16  # one count too large for uint16: this table is deflated
     ctx = torch.randint(0, 1 << 16, (TINY.stages, TINY.codebook_size, TINY.codebook_size), generator=g, dtype=torch.int32)
     return {"histogram": hist, "context": ctx, "code_distance": torch.rand(TINY.stages, generator=g)}
 
@@ -45,13 +47,15 @@ def _wide_release(path: Path, model: VQVAE, stats: dict[str, torch.Tensor]) -> s
     return mid
 
 
-def test_count_tables_fitting_uint16_are_stored_so_and_load_back_wide(tmp_path: Path) -> None:
+def test_count_tables_are_stored_packed_and_load_back_wide(tmp_path: Path) -> None:
     model, stats = VQVAE(TINY), _stats()
     mid = save_weights(tmp_path / "w.safetensors", model, TINY, stats)
     stored = load_file(str(tmp_path / "w.safetensors"))
     assert stored["stats.context"].dtype == torch.uint16
-    assert stored["stats.histogram"].dtype == torch.int64 and stored["stats.code_distance"].dtype == torch.float32
-    assert json.loads(read_safetensors(tmp_path / "w.safetensors")[1][COUNT_DTYPES]) == {"stats.context": "int32"}
+    assert stored["stats.histogram"].dtype == torch.uint8 and stored["stats.code_distance"].dtype == torch.float32
+    meta = read_safetensors(tmp_path / "w.safetensors")[1]
+    assert json.loads(meta[COUNT_DTYPES]) == {"stats.context": "int32"}
+    assert json.loads(meta[COUNT_DEFLATED]) == {"stats.histogram": {"dtype": "int64", "shape": [TINY.stages, TINY.codebook_size]}}
     w = load_weights(tmp_path / "w.safetensors")
     assert w.stats["context"].dtype == torch.int32 and torch.equal(w.stats["context"], stats["context"])
     assert torch.equal(w.histogram, stats["histogram"]) and torch.equal(w.stats["code_distance"], stats["code_distance"])
@@ -85,6 +89,32 @@ def test_bad_count_dtypes_is_a_one_line_error(tmp_path: Path, dtypes: str | None
     meta.pop(COUNT_DTYPES)
     if dtypes is not None:
         meta[COUNT_DTYPES] = dtypes
+    (tmp_path / "bad.safetensors").write_bytes(save(tensors, metadata=meta))
+    with pytest.raises(VQError, match=problem) as e:
+        load_weights(tmp_path / "bad.safetensors")
+    assert "bad.safetensors" in str(e.value) and "\n" not in str(e.value)
+
+
+def _deflated(values: list[int], dtype: str = "<i8") -> torch.Tensor:
+    import numpy as np
+
+    return torch.frombuffer(bytearray(zlib.compress(np.asarray(values, dtype=dtype).tobytes())), dtype=torch.uint8)
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda t, m: m.update({COUNT_DEFLATED: "[1]"}), "bad count_dtypes or count_deflated"),
+    (lambda t, m: m.update({COUNT_DEFLATED: '{"stats.histogram": {"dtype": "int8", "shape": [2]}}'}), "bad entry"),
+    (lambda t, m: m.update({COUNT_DEFLATED: '{"stats.histogram": {"dtype": "int64", "shape": [65536, 65536]}}'}),
+     "bad entry"),
+    (lambda t, m: t.update({"stats.histogram": torch.zeros(3, dtype=torch.int64)}), "not a deflated uint8 table"),
+    (lambda t, m: t.update({"stats.histogram": torch.arange(40, dtype=torch.uint8)}), "does not inflate"),
+    (lambda t, m: t.update({"stats.histogram": _deflated([1, 2, 3])}), "inflates to other than"),
+    (lambda t, m: t.update({"stats.histogram": _deflated([0] * 10 ** 6)}), "inflates to other than"),  # a bomb
+])
+def test_a_bad_deflated_table_is_a_one_line_error(tmp_path: Path, change, problem: str) -> None:
+    save_weights(tmp_path / "w.safetensors", VQVAE(TINY), TINY, _stats())
+    tensors, meta = read_safetensors(tmp_path / "w.safetensors")
+    change(tensors, meta)
     (tmp_path / "bad.safetensors").write_bytes(save(tensors, metadata=meta))
     with pytest.raises(VQError, match=problem) as e:
         load_weights(tmp_path / "bad.safetensors")

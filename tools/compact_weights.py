@@ -1,7 +1,9 @@
-"""Rewrite release weights compactly (vqcli.weights.compact_weights): count tables as uint16 and,
-with --base, without the tensors a complete release of the same network already holds.
+"""Rewrite release weights compactly (vqcli.weights.compact_weights): count tables packed
+(as uint16 where they fit, deflated where not) and, with --base, without the tensors a complete
+release of the same network already holds. Enhancement layers' files are packed too
+(vqcli.enhancecoding.compact_enhancement).
 
-    .venv/bin/python tools/compact_weights.py weights/*.safetensors
+    .venv/bin/python tools/compact_weights.py weights/*.safetensors weights/enhance/*.safetensors
     .venv/bin/python tools/compact_weights.py weights/2241fcccc73567f1.safetensors \\
         --base weights/5e93618b9ecfe707.safetensors
 
@@ -14,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 
+from vqcli.enhancecoding import KIND, compact_enhancement
 from vqcli.weights import compact_weights
+from vqcli.weightspath import read_metadata
 
 
 def main() -> None:
@@ -23,7 +27,12 @@ def main() -> None:
     ap.add_argument("--base", help="a complete release whose equal tensors the files leave out")
     args = ap.parse_args()
     for path in args.weights:
-        mid, before, after = compact_weights(path, base=args.base)
+        if (read_metadata(path) or {}).get("format") == KIND:
+            if args.base is not None:
+                raise SystemExit(f"{path}: an enhancement layer is packed without --base")
+            mid, before, after = compact_enhancement(path)
+        else:
+            mid, before, after = compact_weights(path, base=args.base)
         print(f"{path}: model {mid}, {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB")
 
 

@@ -98,10 +98,6 @@ def count_symbols(net: Enhancement, x: torch.Tensor, base: torch.Tensor, batch: 
 
 def save_enhancement(path: Path | str, net: Enhancement, counts: np.ndarray, base_id: str, training: dict) -> str:
     """Write a layer's weights file; returns its model id."""
-    from safetensors.torch import save
-
-    from .fileio import atomic_output
-
     if int(counts.max()) >= 1 << 31:
         raise ValueError("symbol counts do not fit int32")
     # the network in float32; an integer buffer (the predictor) as it is
@@ -111,31 +107,61 @@ def save_enhancement(path: Path | str, net: Enhancement, counts: np.ndarray, bas
     mid = _id_of(tensors, base_id)
     meta = {"format": KIND, "format_version": FORMAT_VERSION, "config": json.dumps(net.cfg.to_dict()),
             "model_id": mid, "base_model": base_id, "training": json.dumps(training)}
-    with atomic_output(path) as f:
-        f.write(save(tensors, metadata=meta))
+    _write(path, tensors, meta)
     return mid
+
+
+def _write(path: Path | str, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> int:
+    """Write a layer's file atomically, its count table packed (weights.pack_counts); returns its size."""
+    from safetensors.torch import save
+
+    from .fileio import atomic_output
+    from .weights import packed
+
+    data = save(*packed(tensors, meta))
+    with atomic_output(path) as f:
+        f.write(data)
+    return len(data)
+
+
+def compact_enhancement(path: Path | str) -> tuple[str, int, int]:
+    """Rewrite a layer's file with its count table packed, in place; its id and every tensor the
+    loader returns stay the same. Returns the id and the sizes before and after."""
+    path = Path(path)
+    tensors, meta = _read(path)
+    before = path.stat().st_size
+    return meta["model_id"], before, _write(path, tensors, meta)
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A layer file's tensors (count table unpacked) and metadata, its format and id checked."""
+    from .weights import read_safetensors, unpack_counts
+
+    tensors, meta = read_safetensors(path, "an enhancement layer")
+    if meta.get("format") != KIND:
+        raise VQError(f"{path}: not vq enhancement weights (format {meta.get('format')!r})")
+    tensors = unpack_counts(path, tensors, meta)
+    try:
+        same = _id_of(tensors, meta["base_model"]) == meta["model_id"]
+    except KeyError as e:
+        raise VQError(f"{path}: bad enhancement metadata (no {e})") from None
+    except ValueError:  # a base id that is not hex
+        same = False
+    if not same:
+        raise VQError(f"{path}: its tensors do not match its model id {meta['model_id']} (damaged file)")
+    return tensors, meta
 
 
 def load_enhancement(path: Path | str, device: str | torch.device = "cpu") -> EnhanceWeights:
     """Load and check a layer's weights file (one-line VQError on anything wrong)."""
-    from .weights import read_safetensors
-
     path = Path(path)
-    tensors, meta = read_safetensors(path, "an enhancement layer")
-    if meta.get("format") != KIND:
-        raise VQError(f"{path}: not vq enhancement weights (format {meta.get('format')!r})")
+    tensors, meta = _read(path)
     try:
         cfg = EnhanceConfig(**json.loads(meta["config"]))
         base_id, mid = meta["base_model"], meta["model_id"]
         training = json.loads(meta.get("training", "{}"))
     except (KeyError, TypeError, ValueError) as e:
         raise VQError(f"{path}: bad enhancement metadata ({e})") from None
-    try:
-        same = _id_of(tensors, base_id) == mid
-    except ValueError:  # a base id that is not hex
-        same = False
-    if not same:
-        raise VQError(f"{path}: its tensors do not match its model id {mid} (damaged file)")
     counts = tensors.pop("stats.counts", None)
     shape = (cfg.levels, cfg.channels, cfg.contexts, cfg.alphabet)
     if counts is None or tuple(counts.shape) != shape or counts.dtype != torch.int32 or int(counts.min()) < 0:

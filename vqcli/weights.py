@@ -5,8 +5,11 @@ Layout of a release file:
 - ``stats.histogram`` [S, K] int64: per-stage index counts over the training data, from
   which the codec derives its entropy-coding prior; other ``stats.*`` tensors may follow;
   count tables whose counts all fit are stored as uint16, and the metadata's ``count_dtypes``
-  (JSON {tensor: "int32" or "int64"}) names the dtype each stands for: the loader widens them
-  back, so the codec and the model id see the same tensors however a release is stored;
+  (JSON {tensor: "int32" or "int64"}) names the dtype each stands for; larger ones are stored
+  deflated (zlib, a uint8 tensor of the little-endian array), ``count_deflated`` (JSON
+  {tensor: {"dtype": ..., "shape": [...]}}) naming what each stands for. The loader unpacks
+  them, so the codec and the model id see the same tensors however a file is stored (enhancement
+  layers' files too);
 - metadata (all strings): ``format`` = "vqcli-weights", ``format_version``, ``config``
   (ModelConfig JSON), ``model_id`` (hash of every tensor), ``training`` (JSON summary) and,
   optionally, ``default_quality``: the rate `vq compress` uses without a rate flag, chosen for a
@@ -24,10 +27,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .config import ModelConfig
@@ -54,6 +59,9 @@ from .weightspath import (  # noqa: F401  (re-exported: the lookup lives in the 
 TRAINING_ONLY = ("ema_count", "ema_sum", "initialised", "ema_distortion")
 STATS_PREFIX = "stats."
 COUNT_DTYPES = "count_dtypes"
+COUNT_DEFLATED = "count_deflated"
+MAX_COUNTS = 1 << 28
+"""The most entries a deflated count table may stand for (a bound before inflating)."""
 BASE = "base_model"
 _WIDE = {"int32": torch.int32, "int64": torch.int64}
 
@@ -107,24 +115,35 @@ def release_tensors(model: torch.nn.Module, stats: dict[str, torch.Tensor], half
 
 
 def pack_counts(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Count tables whose counts fit stored as uint16 (the context tables are most of a release's
-    bytes); returns the tensors to store and the dtype each narrowed table stands for."""
-    out, dtypes = dict(tensors), {}
+    """Count tables stored compactly (they are most of a file's bytes): as uint16 where their
+    counts fit, deflated where they do not; returns the tensors to store and the metadata entries
+    that name what each packed table stands for."""
+    out, dtypes, deflated = dict(tensors), {}, {}
     for k, t in tensors.items():
         wide = str(t.dtype).removeprefix("torch.")
-        if k.startswith(STATS_PREFIX) and wide in _WIDE and t.numel() and int(t.min()) >= 0 and int(t.max()) < 1 << 16:
+        if not (k.startswith(STATS_PREFIX) and wide in _WIDE and t.numel() and int(t.min()) >= 0):
+            continue
+        if int(t.max()) < 1 << 16:
             out[k], dtypes[k] = t.to(torch.uint16), wide
-    return out, dtypes
+        else:
+            data = zlib.compress(t.contiguous().numpy().astype(f"<i{t.element_size()}").tobytes(), 9)
+            out[k], deflated[k] = torch.frombuffer(bytearray(data), dtype=torch.uint8), {"dtype": wide, "shape": list(t.shape)}
+    meta = {COUNT_DTYPES: json.dumps(dtypes, sort_keys=True)} if dtypes else {}
+    if deflated:
+        meta[COUNT_DEFLATED] = json.dumps(deflated, sort_keys=True)
+    return out, meta
 
 
 def unpack_counts(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> dict[str, torch.Tensor]:
-    """The tensors a release stands for: its uint16 count tables widened to the dtypes that
-    ``count_dtypes`` names (releases without it stored them wide)."""
+    """The tensors a file stands for: its uint16 count tables widened to the dtypes that
+    ``count_dtypes`` names and its deflated ones inflated as ``count_deflated`` says (files
+    without them stored every table wide)."""
     try:
         dtypes = json.loads(meta.get(COUNT_DTYPES, "{}"))
-        assert isinstance(dtypes, dict)
+        deflated = json.loads(meta.get(COUNT_DEFLATED, "{}"))
+        assert isinstance(dtypes, dict) and isinstance(deflated, dict)
     except (ValueError, AssertionError):
-        raise VQError(f"{path}: corrupt weights (bad {COUNT_DTYPES} in metadata)") from None
+        raise VQError(f"{path}: corrupt weights (bad {COUNT_DTYPES} or {COUNT_DEFLATED} in metadata)") from None
     out = dict(tensors)
     for k, t in tensors.items():
         if t.dtype == torch.uint16 and k not in dtypes:
@@ -134,7 +153,30 @@ def unpack_counts(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, 
             raise VQError(f"{path}: corrupt weights ({COUNT_DTYPES} names {k!r} as {wide!r}: "
                           "expected a uint16 count table standing for int32 or int64)")
         out[k] = tensors[k].to(_WIDE[wide])
+    for k, spec in deflated.items():
+        out[k] = _inflated(path, k, tensors.get(k), spec)
     return out
+
+
+def _inflated(path: Path, name: str, t: torch.Tensor | None, spec: Any) -> torch.Tensor:
+    """A deflated count table, checked against what count_deflated says it stands for."""
+    bad = f"{path}: corrupt weights ({COUNT_DEFLATED}: {name!r} "
+    try:
+        wide, shape = _WIDE[spec["dtype"]], [int(n) for n in spec["shape"]]
+        assert all(n >= 0 for n in shape) and math.prod(shape) <= MAX_COUNTS
+    except (KeyError, TypeError, ValueError, AssertionError):
+        raise VQError(bad + f"has a bad entry {spec!r})") from None
+    if t is None or t.dtype != torch.uint8 or t.dim() != 1:
+        raise VQError(bad + "is not a deflated uint8 table)")
+    size = math.prod(shape) * wide.itemsize
+    inflate = zlib.decompressobj()
+    try:  # at most the bytes it stands for: a deflated bomb stops there
+        data = inflate.decompress(t.numpy().tobytes(), size + 1)
+    except zlib.error as e:
+        raise VQError(bad + f"does not inflate: {e})") from None
+    if len(data) != size or not inflate.eof or inflate.unused_data:
+        raise VQError(bad + f"inflates to other than {shape} {spec['dtype']})")
+    return torch.from_numpy(np.frombuffer(data, dtype=f"<i{wide.itemsize}").astype(f"=i{wide.itemsize}")).reshape(shape)
 
 
 def save_weights(path: Path | str, model: torch.nn.Module, config: ModelConfig, stats: dict[str, torch.Tensor],
@@ -147,17 +189,14 @@ def save_weights(path: Path | str, model: torch.nn.Module, config: ModelConfig, 
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "config": config.to_json(),
             "model_id": mid, "training": json.dumps(training or {}, sort_keys=True)}
     with atomic_output(path) as f:
-        f.write(save(*_packed(tensors, meta)))
+        f.write(save(*packed(tensors, meta)))
     return mid
 
 
-def _packed(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The tensors and metadata to store: count tables packed, ``count_dtypes`` naming them."""
-    stored, dtypes = pack_counts(tensors)
-    meta = {k: v for k, v in meta.items() if k != COUNT_DTYPES}
-    if dtypes:
-        meta[COUNT_DTYPES] = json.dumps(dtypes, sort_keys=True)
-    return stored, meta
+def packed(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata to store: count tables packed (pack_counts), the metadata naming them."""
+    stored, packing = pack_counts(tensors)
+    return stored, {**{k: v for k, v in meta.items() if k not in (COUNT_DTYPES, COUNT_DEFLATED)}, **packing}
 
 
 def _checked_model_id(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> str:
@@ -184,7 +223,7 @@ def compact_weights(path: Path | str, out: Path | str | None = None, base: Path 
     if base is not None:
         base_tensors, meta[BASE] = _complete_release(Path(base))
         tensors = {k: v for k, v in tensors.items() if not _same_tensor(v, base_tensors.get(k))}
-    data = save(*_packed(tensors, meta))
+    data = save(*packed(tensors, meta))
     before = path.stat().st_size
     with atomic_output(Path(out) if out is not None else path) as f:
         f.write(data)
