@@ -63,6 +63,9 @@ CASES = {
     # the second layer (same-channel contexts; the first stays as weights/enhance/e8d2bfc30623bb58.safetensors)
     "default_enhanced2.vqz": (DEFAULT, 64, 80, 17, "spatial", False, False, 80),
     "default_enhanced2_flat.vqz": (DEFAULT, 48, 64, 18, "spatial", True, False, 100),
+    # the third layer (four passes, predictor; the second stays as weights/enhance/2eb11cc81d382925.safetensors)
+    "default_enhanced3.vqz": (DEFAULT, 72, 64, 19, "spatial", False, False, 75),
+    "default_enhanced3_flat.vqz": (DEFAULT, 56, 80, 20, "spatial", True, False, 95),
 }
 FLAT = {name for name in CASES if "_flat" in name}
 PADDED = "tiny_padded.vqz"  # format 3's padded stage chunks: all-zero indices, packed (tiny, static)
