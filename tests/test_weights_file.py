@@ -55,7 +55,8 @@ def test_count_tables_are_stored_packed_and_load_back_wide(tmp_path: Path) -> No
     assert stored["stats.histogram"].dtype == torch.uint8 and stored["stats.code_distance"].dtype == torch.float32
     meta = read_safetensors(tmp_path / "w.safetensors")[1]
     assert json.loads(meta[COUNT_DTYPES]) == {"stats.context": "int32"}
-    assert json.loads(meta[COUNT_DEFLATED]) == {"stats.histogram": {"dtype": "int64", "shape": [TINY.stages, TINY.codebook_size]}}
+    shape = [TINY.stages, TINY.codebook_size]
+    assert json.loads(meta[COUNT_DEFLATED]) == {"stats.histogram": {"dtype": "int64", "shape": shape}}
     w = load_weights(tmp_path / "w.safetensors")
     assert w.stats["context"].dtype == torch.int32 and torch.equal(w.stats["context"], stats["context"])
     assert torch.equal(w.histogram, stats["histogram"]) and torch.equal(w.stats["code_distance"], stats["code_distance"])
