@@ -112,18 +112,22 @@ def vqz_seeds(weights) -> list[bytes]:
 
 
 def small_layer(folder: Path, base_id: str) -> None:
-    """An untrained enhancement layer over base_id (for format-4 seeds), written into folder."""
+    """An untrained enhancement layer over base_id (for format-4 seeds), written into folder: the
+    shipped layer's kind of contexts (four passes, a predictor), so that mutated chunks go through them."""
     import torch
 
     from vqcli.enhance import EnhanceConfig, Enhancement
     from vqcli.enhancecoding import save_enhancement
 
-    cfg = EnhanceConfig(channels=4, width=8, levels=3, radius=7)
-    counts = np.random.default_rng(0).integers(0, 50, (cfg.levels, cfg.channels, cfg.contexts, cfg.alphabet))
+    cfg = EnhanceConfig(channels=4, width=8, levels=3, radius=7, same_channel=True, four_passes=True, predictor=True)
+    rng = np.random.default_rng(0)
+    counts = rng.integers(0, 50, (cfg.levels, cfg.channels, cfg.contexts, cfg.alphabet))
     counts[..., cfg.radius] += 2000
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        save_enhancement(folder / "layer.safetensors", Enhancement(cfg), counts, base_id, {"fuzz": True})
+        net = Enhancement(cfg)
+        net.predictor.copy_(torch.from_numpy(rng.integers(-1000, 3000, net.predictor.shape)))
+        save_enhancement(folder / "layer.safetensors", net, counts, base_id, {"fuzz": True})
 
 
 # -- mutations -----------------------------------------------------------------------------------
