@@ -48,7 +48,7 @@ def _layer(path: Path, base_id: str, seed: int = 0, cfg: EnhanceConfig = CFG) ->
     net = Enhancement(cfg)
     rng = np.random.default_rng(seed)
     if cfg.predictor:  # a predictor of some spread, so that the buckets differ
-        net.predictor.copy_(torch.from_numpy(rng.integers(-1000, 3000, net.predictor.shape)))
+        net.predictor.copy_(_random_predictor(cfg.channels, seed))
     counts = rng.integers(0, 50, (cfg.levels, cfg.channels, cfg.contexts, cfg.alphabet))
     counts[..., cfg.radius] += 2000  # symbol 0 is the most common, as in a trained layer
     enhancecoding.save_enhancement(path, net, counts, base_id, {"test": True})

@@ -260,11 +260,16 @@ def channel_contexts(sym: torch.Tensor, rule: ContextRule = ContextRule()
     layout = pass_layout(h, w, rule.passes, sym.device)
     for c in range(sym.shape[-3]):
         k = bucket(running, c) if rule.predictor is None else predicted_bucket(weights[c], boxes, sym, c)
+        near_buckets: dict[str, torch.Tensor] = {}
         for cells, near in layout:
             if near is None:
                 yield c, cells, k
-            else:  # the earlier passes are in now
-                yield c, cells, BUCKETS + k * NEIGHBOUR_BUCKETS + _neighbour_bucket(sym[..., c, :, :].long(), near)
+                continue
+            # the earlier passes are in now. A 2x2 grid's second cross pass sees the same cells
+            # (of the first two passes) as its first: their buckets serve both.
+            if near not in near_buckets:
+                near_buckets[near] = BUCKETS + k * NEIGHBOUR_BUCKETS + _neighbour_bucket(sym[..., c, :, :].long(), near)
+            yield c, cells, near_buckets[near]
         box = box_abs(sym[..., c, :, :].long())
         if rule.predictor is None:
             running += box

@@ -107,30 +107,21 @@ def save_enhancement(path: Path | str, net: Enhancement, counts: np.ndarray, bas
     mid = _id_of(tensors, base_id)
     meta = {"format": KIND, "format_version": FORMAT_VERSION, "config": json.dumps(net.cfg.to_dict()),
             "model_id": mid, "base_model": base_id, "training": json.dumps(training)}
-    _write(path, tensors, meta)
+    from .weights import write_packed
+
+    write_packed(path, tensors, meta)
     return mid
-
-
-def _write(path: Path | str, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> int:
-    """Write a layer's file atomically, its count table packed (weights.pack_counts); returns its size."""
-    from safetensors.torch import save
-
-    from .fileio import atomic_output
-    from .weights import packed
-
-    data = save(*packed(tensors, meta))
-    with atomic_output(path) as f:
-        f.write(data)
-    return len(data)
 
 
 def compact_enhancement(path: Path | str) -> tuple[str, int, int]:
     """Rewrite a layer's file with its count table packed, in place; its id and every tensor the
     loader returns stay the same. Returns the id and the sizes before and after."""
+    from .weights import write_packed
+
     path = Path(path)
     tensors, meta = _read(path)
     before = path.stat().st_size
-    return meta["model_id"], before, _write(path, tensors, meta)
+    return meta["model_id"], before, write_packed(path, tensors, meta)
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

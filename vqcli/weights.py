@@ -182,21 +182,24 @@ def _inflated(path: Path, name: str, t: torch.Tensor | None, spec: Any) -> torch
 def save_weights(path: Path | str, model: torch.nn.Module, config: ModelConfig, stats: dict[str, torch.Tensor],
                  training: dict[str, Any] | None = None, half: bool = False) -> str:
     """Write release weights atomically; returns the model id."""
-    from safetensors.torch import save
-
     tensors = {k: v.contiguous() for k, v in release_tensors(model, stats, half).items()}
     mid = model_id_of(tensors)
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "config": config.to_json(),
             "model_id": mid, "training": json.dumps(training or {}, sort_keys=True)}
-    with atomic_output(path) as f:
-        f.write(save(*packed(tensors, meta)))
+    write_packed(path, tensors, meta)
     return mid
 
 
-def packed(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The tensors and metadata to store: count tables packed (pack_counts), the metadata naming them."""
+def write_packed(path: Path | str, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> int:
+    """Write a safetensors file atomically, its count tables packed (pack_counts) and the metadata
+    naming them; returns its size in bytes. Base releases and enhancement layers alike."""
+    from safetensors.torch import save
+
     stored, packing = pack_counts(tensors)
-    return stored, {**{k: v for k, v in meta.items() if k not in (COUNT_DTYPES, COUNT_DEFLATED)}, **packing}
+    data = save(stored, {**{k: v for k, v in meta.items() if k not in (COUNT_DTYPES, COUNT_DEFLATED)}, **packing})
+    with atomic_output(path) as f:
+        f.write(data)
+    return len(data)
 
 
 def _checked_model_id(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> str:
@@ -214,8 +217,6 @@ def compact_weights(path: Path | str, out: Path | str | None = None, base: Path 
     left out and the base named by its model id. The model id, every tensor the loader returns
     and so every file written with the release are unchanged. Returns the model id and the sizes
     before and after."""
-    from safetensors.torch import save
-
     path = Path(path)
     tensors, meta, _ = read_release(path)
     mid = _checked_model_id(path, tensors, meta)
@@ -223,11 +224,8 @@ def compact_weights(path: Path | str, out: Path | str | None = None, base: Path 
     if base is not None:
         base_tensors, meta[BASE] = _complete_release(Path(base))
         tensors = {k: v for k, v in tensors.items() if not _same_tensor(v, base_tensors.get(k))}
-    data = save(*packed(tensors, meta))
     before = path.stat().st_size
-    with atomic_output(Path(out) if out is not None else path) as f:
-        f.write(data)
-    return mid, before, len(data)
+    return mid, before, write_packed(Path(out) if out is not None else path, tensors, meta)
 
 
 def read_safetensors(path: Path, what: str = "vq weights") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
