@@ -18,6 +18,7 @@ from vqcli import codec, enhancecoding, metrics, tiling
 from vqcli import format as vqz
 from vqcli.enhance import (
     BUCKETS,
+    PREDICTOR_LIMIT,
     PREDICTOR_SHIFT,
     ContextRule,
     EnhanceConfig,
@@ -25,7 +26,6 @@ from vqcli.enhance import (
     contexts,
     first_pass,
     pass_layout,
-    predicted_bucket,
 )
 from vqcli.errors import VQError
 from vqcli.images import LoadedImage
@@ -121,16 +121,31 @@ def test_each_of_four_passes_sees_only_earlier_passes_of_its_channel():
 
 
 def test_the_predicted_bucket_is_the_integer_formula():
-    sym = torch.from_numpy(_symbols((5, 7, 8), 3)).long()
+    sym = torch.from_numpy(_symbols((2, 5, 7, 8), 3)).long()  # a batch of two
     w = _random_predictor(5, 3)
-    boxes = torch.nn.functional.conv2d(sym.abs()[:, None].float(), torch.ones(1, 1, 3, 3), padding=1)[:, 0].long()
+    boxes = torch.nn.functional.conv2d(sym.abs().reshape(-1, 1, 7, 8).float(), torch.ones(1, 1, 3, 3),
+                                       padding=1).reshape(sym.shape).long().numpy()
     edges = np.array((1, 2, 3, 4, 6, 8, 11, 16, 22, 32, 45, 64, 90, 128))
+    got = contexts(sym, ContextRule(1, w)).numpy()
     for c in range(5):
-        acc = np.full(sym.shape[1:], int(w[c, 0]), dtype=np.int64)
+        acc = np.full((2, 7, 8), int(w[c, 0]), dtype=np.int64)
         for j in range(c):
-            acc += int(w[c, 1 + j]) * boxes[j].numpy() + int(w[c, 6 + j]) * sym[j].abs().numpy()
+            acc += int(w[c, 1 + j]) * boxes[:, j] + int(w[c, 6 + j]) * sym[:, j].abs().numpy()
         want = np.searchsorted(edges, acc // (1 << PREDICTOR_SHIFT), side="right")  # floor, also below 0
-        assert np.array_equal(predicted_bucket(w.tolist()[c], boxes.to(torch.int16), sym, c).numpy(), want)
+        assert np.array_equal(got[:, c], want)
+
+
+def test_a_predictor_whose_sums_overflow_int32_is_refused(tmp_path):
+    net = Enhancement(CFG4)
+    net.predictor.copy_(_random_predictor(CFG4.channels, 0))
+    counts = np.ones((CFG4.levels, CFG4.channels, CFG4.contexts, CFG4.alphabet), dtype=np.int64)
+    enhancecoding.save_enhancement(tmp_path / "ok.safetensors", net, counts, "0" * 16, {})
+    assert enhancecoding.load_enhancement(tmp_path / "ok.safetensors").rule.predictor is not None
+    limit = PREDICTOR_LIMIT // (9 * CFG4.radius)  # one box weight this large can overflow
+    net.predictor[3, 1] = limit  # channel 3's weight of channel 0's box: its sums reach 2^31
+    enhancecoding.save_enhancement(tmp_path / "big.safetensors", net, counts, "0" * 16, {})
+    with pytest.raises(VQError, match="big.safetensors: bad enhancement tables \\(predictor weights too large"):
+        enhancecoding.load_enhancement(tmp_path / "big.safetensors")
 
 
 @EVERY_CONFIG

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from vqcli.enhance import BUCKETS, PREDICTOR_SHIFT, EnhanceConfig, Enhancement, box_abs, contexts
+from vqcli.enhance import (BUCKETS, PREDICTOR_LIMIT, PREDICTOR_SHIFT, ContextRule, EnhanceConfig, Enhancement, box_abs,
+                           contexts, predictor_bound)
 from vqcli.enhancecoding import count_symbols, load_enhancement, save_enhancement
 from vqcli.weights import load_weights
 
@@ -97,16 +98,17 @@ def rate_bits(q: torch.Tensor, ctx: torch.Tensor, log_scale: torch.Tensor, level
 
 
 @torch.no_grad()
-def initial_log_scale(net: Enhancement, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def initial_log_scale(net: Enhancement, x: torch.Tensor, b: torch.Tensor, rule: ContextRule, buckets: int
+                      ) -> torch.Tensor:
     """log of the RMS symbol per level, channel and context bucket (at least 0.1) on crops."""
     cfg = net.cfg
-    out = torch.full((cfg.levels, cfg.channels, BUCKETS), math.log(0.5))
+    out = torch.full((cfg.levels, cfg.channels, buckets), math.log(0.5))
     feats = net.features(b)
     for lv in range(cfg.levels):
         q = net.quantize(net.analyse(x, b, feats, net.steps(float(lv))))
-        ctx = contexts(q.long())
+        ctx = contexts(q.long(), rule)
         for c in range(cfg.channels):
-            for k in range(BUCKETS):
+            for k in range(buckets):
                 v = q[:, c][ctx[:, c] == k]
                 if v.numel() >= 20:
                     out[lv, c, k] = math.log(max(0.1, float(v.float().pow(2).mean().sqrt())))
@@ -143,6 +145,8 @@ def fit_predictor(net: Enhancement, x: torch.Tensor, b: torch.Tensor, levels: tu
         out[c, 0] = int(a[0].round())
         out[c, 1:1 + c] = a[1:1 + c].round().int()
         out[c, 1 + c_all:1 + c_all + c] = a[1 + c:].round().int()
+    if predictor_bound(out, net.cfg.radius) >= PREDICTOR_LIMIT:
+        raise ValueError("the fitted predictor's sums do not fit int32 (predictor_bound)")
     return out
 
 
@@ -183,13 +187,14 @@ def busiest_first(net: Enhancement, x: torch.Tensor, b: torch.Tensor) -> torch.T
 
 
 @torch.no_grad()
-def evaluate(net: Enhancement, x: torch.Tensor, b: torch.Tensor, log_scale: torch.Tensor) -> list[dict]:
+def evaluate(net: Enhancement, x: torch.Tensor, b: torch.Tensor, log_scale: torch.Tensor,
+             rule: ContextRule = ContextRule()) -> list[dict]:
     feats = net.features(b)
     rows = []
     for lv in range(net.cfg.levels):
         q = net.quantize(net.analyse(x, b, feats, net.steps(float(lv))))
         lvl = torch.full((x.shape[0],), lv, device=x.device)
-        bits = rate_bits(q, contexts(q.long()), log_scale, lvl)
+        bits = rate_bits(q, contexts(q.long(), rule), log_scale, lvl)
         rows.append({"level": lv, "psnr": round(psnr(net.synthesise(q, b, feats, net.steps(float(lv))), x), 3),
                      "bpp": round(float(bits.mean() / (x.shape[2] * x.shape[3])), 4)})
     return rows
@@ -222,6 +227,9 @@ def main() -> None:
                     help="same-channel contexts in four passes of a 2x2 grid (EnhanceConfig.four_passes)")
     ap.add_argument("--predictor", action="store_true",
                     help="fit an activity predictor for the contexts (EnhanceConfig.predictor)")
+    ap.add_argument("--coder-contexts", action="store_true",
+                    help="price the training's rate in the contexts of the --init layer's coder (its passes and "
+                    "predictor) instead of the earlier channels' mean activity")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--max-steps", type=int, default=10 ** 9)
     ap.add_argument("--trained-on", default="train/ + permissive/ crops (runs/data_all)",
@@ -233,14 +241,19 @@ def main() -> None:
     dev = torch.device(args.device)
     cfg = EnhanceConfig(levels=len(STEPS))
     net = Enhancement(cfg)
+    rule, buckets = ContextRule(), BUCKETS  # the training's rate contexts
     with torch.no_grad():
         net.log_step.copy_(torch.tensor(STEPS).log()[:, None].expand(-1, cfg.channels))
     if args.init is not None and args.init.suffix == ".safetensors":
         net = load_enhancement(args.init).net
         cfg = net.cfg  # its coding config stays; training does without the predictor
+        if args.coder_contexts:
+            rule, buckets = net.context_rule(), cfg.contexts
         net = with_config(net, dataclasses.replace(cfg, predictor=False)).requires_grad_(True).train()
     elif args.init is not None:
         init_from_proxy(net, args.init)
+    if args.coder_contexts and rule.passes == 1 and rule.predictor is None:
+        raise SystemExit("--coder-contexts needs an --init layer (.safetensors) with same-channel contexts or a predictor")
     base = load_weights(args.base, dev)
     extra: list[torch.Tensor] = []
     if args.cache is not None:
@@ -251,10 +264,10 @@ def main() -> None:
         tx, tb, extra = cut_crops(base, args.data, args.crops, args.crop_size)
         vx, vb = tx[:8], tb[:8]  # no val here: a burst watches its training loss
     net, tx, tb, vx, vb = net.to(dev), tx.to(dev), tb.to(dev), vx.to(dev), vb.to(dev)
-    log_scale = torch.nn.Parameter(torch.zeros(cfg.levels, cfg.channels, BUCKETS, device=dev))
+    log_scale = torch.nn.Parameter(torch.zeros(cfg.levels, cfg.channels, buckets, device=dev))
     # The rate's scales start at the symbols' spread and learn fast: they only price the latent.
     with torch.no_grad():
-        log_scale.copy_(initial_log_scale(net, tx[:64], tb[:64]).to(dev))
+        log_scale.copy_(initial_log_scale(net, tx[:64], tb[:64], rule, buckets).to(dev))
     opt = torch.optim.AdamW([{"params": list(net.parameters())}, {"params": [log_scale], "lr": 30 * args.lr}],
                             lr=args.lr, weight_decay=0)
     step, log = 0, []
@@ -285,7 +298,7 @@ def main() -> None:
         feats = net.features(b)
         y = net.analyse(x, b, feats, net.steps(level))
         with torch.no_grad():
-            ctx = contexts(y.round().clamp(-cfg.radius, cfg.radius).long())
+            ctx = contexts(y.round().clamp(-cfg.radius, cfg.radius).long(), rule)
         q = y + torch.empty_like(y).uniform_(-0.5, 0.5)
         recon = net.synthesise(q, b, feats, net.steps(level))
         mse = (recon - x).pow(2).mean((1, 2, 3))
@@ -294,14 +307,14 @@ def main() -> None:
         step += 1
         if step % 500 == 0:
             log.append({"step": step, "minutes": round((time.time() - t0) / 60, 1),
-                        "val": evaluate(net, vx, vb, log_scale)})
+                        "val": evaluate(net, vx, vb, log_scale, rule)})
             print(json.dumps(log[-1]), flush=True)
         if time.time() - last_ckpt > 600:
             checkpoint()
             last_ckpt = time.time()
     checkpoint()
     net = net.cpu().eval()
-    val = evaluate(net, vx.cpu(), vb.cpu(), log_scale.detach().cpu())
+    val = evaluate(net, vx.cpu(), vb.cpu(), log_scale.detach().cpu(), rule)
     cx, cb = table_crops(tx[:args.count_crops].cpu(), tb[:args.count_crops].cpu(), extra)
     four = args.four_passes or cfg.four_passes
     net = coder_ready(net, dataclasses.replace(cfg, same_channel=args.same_channel or four or cfg.same_channel,

@@ -175,8 +175,7 @@ def bucket(running: torch.Tensor, channel: int) -> torch.Tensor:
     0..channel-1: integer arithmetic only, so encoder and decoder agree on any device."""
     if channel == 0:
         return torch.zeros_like(running)
-    m = (16 * running) // (9 * channel)
-    return torch.bucketize(m, torch.tensor(ACTIVITY_EDGES, dtype=torch.int64, device=m.device), right=True)
+    return _activity_bucket((16 * running) // (9 * channel))
 
 
 NEIGHBOUR_EDGES = (1, 3, 6, 10)
@@ -230,17 +229,25 @@ def _neighbour_bucket(plane: torch.Tensor, near: str = "cross") -> torch.Tensor:
     return torch.bucketize(s, torch.tensor(NEIGHBOUR_EDGES, dtype=torch.int64, device=s.device), right=True)
 
 
-def predicted_bucket(weights: list[int], boxes: torch.Tensor, sym: torch.Tensor, channel: int) -> torch.Tensor:
-    """Context bucket (int64 [..., h, w]) of channel `channel` from a predictor row: w0 plus the
-    weighted 3x3 sums of |symbols| (boxes [..., C, h, w]) and the |symbols| of every earlier
-    channel, shifted by PREDICTOR_SHIFT; integers only."""
-    c, n = channel, sym.shape[-3]
-    acc = torch.full((*sym.shape[:-3], *sym.shape[-2:]), weights[0], dtype=torch.int64, device=sym.device)
-    for j in range(c):
-        acc.add_(boxes[..., j, :, :], alpha=weights[1 + j])
-        acc.add_(sym[..., j, :, :].abs(), alpha=weights[1 + n + j])
-    m = acc >> PREDICTOR_SHIFT  # floor: a negative prediction is the quietest bucket
-    return torch.bucketize(m, torch.tensor(ACTIVITY_EDGES, dtype=torch.int64, device=m.device), right=True)
+PREDICTOR_LIMIT = 1 << 31
+"""A layer's predictor_bound must stay below it: channel_contexts sums in int32."""
+
+
+def predictor_bound(predictor: torch.Tensor, radius: int) -> int:
+    """The largest |sum| a predictor row can reach before its shift, with symbols within the
+    radius (every weight counted, also those of the later channels a row ignores); the shipped
+    layer's is 2.4 million."""
+    p = predictor.long().abs()
+    c = p.shape[0]
+    return int((p[:, 0] + 9 * radius * p[:, 1:1 + c].sum(1) + radius * p[:, 1 + c:].sum(1)).max())
+
+
+def _activity_bucket(m: torch.Tensor) -> torch.Tensor:
+    return torch.bucketize(m, torch.tensor(ACTIVITY_EDGES, dtype=m.dtype, device=m.device), right=True)
+
+
+PREDICTOR_BLOCK = 8
+"""Later channels whose predictions one known channel updates at a time (bounds the temporaries)."""
 
 
 def channel_contexts(sym: torch.Tensor, rule: ContextRule = ContextRule()
@@ -249,17 +256,23 @@ def channel_contexts(sym: torch.Tensor, rule: ContextRule = ContextRule()
     order (pass_layout; cells None: one pass of every cell). Channel c's activity bucket comes from
     channels < c; a later-pass bucket also holds the activity of its neighbours of earlier passes
     in its own channel. Each pass is yielded before its symbols are read, so a decoder may fill
-    sym[..., c, :, :] in place (a shared numpy view)."""
+    sym[..., c, :, :] in place (a shared numpy view).
+
+    With a predictor, channel c's bucket is that of (w[0] + sum over j < c of (w[1 + j] box_j +
+    w[1 + C + j] |s_j|)) >> PREDICTOR_SHIFT, w = predictor[c], box_j the 3x3 sums of |symbols| of
+    channel j: integers only. The sums are kept for every channel (int32: predictor_bound), and
+    each channel, once known, adds its terms to all the later ones at once."""
     h, w = sym.shape[-2:]
-    plane_shape = (*sym.shape[:-3], h, w)
+    n = sym.shape[-3]
     if rule.predictor is None:
-        running = torch.zeros(plane_shape, dtype=torch.int64, device=sym.device)
-    else:  # int16 holds a 3x3 sum of |symbols| (<= 9 x 1024): a 24 MP image's boxes are 96 MB
-        boxes = torch.empty(sym.shape, dtype=torch.int16, device=sym.device)
-        weights = rule.predictor.tolist()
+        running = torch.zeros((*sym.shape[:-3], h, w), dtype=torch.int64, device=sym.device)
+    else:
+        p = rule.predictor.to(sym.device, torch.int32)
+        acc = p[:, 0, None, None].expand(sym.shape).clone()
+        w_box, w_abs = p[:, 1:1 + n, None, None], p[:, 1 + n:, None, None]
     layout = pass_layout(h, w, rule.passes, sym.device)
-    for c in range(sym.shape[-3]):
-        k = bucket(running, c) if rule.predictor is None else predicted_bucket(weights[c], boxes, sym, c)
+    for c in range(n):
+        k = bucket(running, c) if rule.predictor is None else _activity_bucket(acc[..., c, :, :] >> PREDICTOR_SHIFT)
         near_buckets: dict[str, torch.Tensor] = {}
         for cells, near in layout:
             if near is None:
@@ -270,11 +283,15 @@ def channel_contexts(sym: torch.Tensor, rule: ContextRule = ContextRule()
             if near not in near_buckets:
                 near_buckets[near] = BUCKETS + k * NEIGHBOUR_BUCKETS + _neighbour_bucket(sym[..., c, :, :].long(), near)
             yield c, cells, near_buckets[near]
-        box = box_abs(sym[..., c, :, :].long())
+        plane = sym[..., c, :, :].long()
         if rule.predictor is None:
-            running += box
-        else:
-            boxes[..., c, :, :] = box
+            running += box_abs(plane)
+            continue
+        box, centre = box_abs(plane).int().unsqueeze(-3), plane.abs().int().unsqueeze(-3)
+        for lo in range(c + 1, n, PREDICTOR_BLOCK):
+            hi = min(n, lo + PREDICTOR_BLOCK)
+            acc[..., lo:hi, :, :] += box * w_box[lo:hi, c]
+            acc[..., lo:hi, :, :] += centre * w_abs[lo:hi, c]
 
 
 def contexts(sym: torch.Tensor, rule: ContextRule = ContextRule()) -> torch.Tensor:

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .enhance import FACTOR, ContextRule, EnhanceConfig, Enhancement, channel_contexts, contexts
+from .enhance import (FACTOR, PREDICTOR_LIMIT, ContextRule, EnhanceConfig, Enhancement, channel_contexts, contexts,
+                      predictor_bound)
 from .entropy import min_stream_bits, probabilities, quantize
 from .errors import VQError
 
@@ -165,6 +166,8 @@ def load_enhancement(path: Path | str, device: str | torch.device = "cpu") -> En
         net.load_state_dict(tensors)
     except RuntimeError as e:
         raise VQError(f"{path}: enhancement tensors do not match its config ({str(e).splitlines()[0]})") from None
+    if cfg.predictor and predictor_bound(net.predictor, cfg.radius) >= PREDICTOR_LIMIT:
+        raise VQError(f"{path}: bad enhancement tables (predictor weights too large: its sums must fit int32)")
     # channels-last convolutions: about a fifth faster on CPU (measured on a 768x512 decode)
     net.eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
     return EnhanceWeights(net, cfg, mid, base_id, counts.numpy().astype(np.int64), training, path)
@@ -177,7 +180,8 @@ def _runs(ctx: np.ndarray, keep: np.ndarray) -> list[tuple[int, np.ndarray]]:
     pos = np.flatnonzero(keep.ravel())
     order = pos[np.argsort(flat[pos], kind="stable")]
     b = flat[order]
-    return [(int(k), order[b == k]) for k in np.unique(b)]
+    cuts = np.flatnonzero(b[1:] != b[:-1]) + 1
+    return [(int(b[i]), run) for i, run in zip(np.r_[0, cuts], np.split(order, cuts))] if order.size else []
 
 
 def _pass_cells(keep: np.ndarray, cells: torch.Tensor | None) -> np.ndarray:
