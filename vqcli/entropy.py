@@ -354,6 +354,20 @@ class SpatialModel(EntropyModel):
         # three experts stays below 2^32 before normalisation: no int64 overflow, whatever the weights.
         self.up_ratio = np.minimum((self.up << RATIO_BITS) // self.static[:, None, :], MAX_RATIO)
         self.left_ratio = np.minimum((self.left << RATIO_BITS) // self.static[:, None, :], MAX_RATIO)
+        self._with_none: dict[int, dict[int, tuple[np.ndarray, np.ndarray | None]]] = {}
+
+    def expert_tables(self, stage: int) -> dict[int, tuple[np.ndarray, np.ndarray | None]]:
+        """Each expert's (table [K + 1, K], ratio table [K + 1, K] or None for PREV) at a stage,
+        with a last row for no context (the static table, a ratio of one): a context code of -1
+        picks it. Built once per stage."""
+        if stage not in self._with_none:
+            fs = self.static[stage][None]
+            one = np.full_like(fs, ONE)
+            self._with_none[stage] = {
+                PREV: (np.concatenate([self.context[stage], fs]), None),
+                UP: (np.concatenate([self.up[stage], fs]), np.concatenate([self.up_ratio[stage], one])),
+                LEFT: (np.concatenate([self.left[stage], fs]), np.concatenate([self.left_ratio[stage], one]))}
+        return self._with_none[stage]
 
     @property
     def kind(self) -> str:
@@ -382,17 +396,10 @@ class DiagonalCoder(StageCoder):
         self.model, self.stage, self.mask = model, stage, model.expert_mask(stage)
 
     def _experts(self, prev: np.ndarray | None, up: np.ndarray, left: np.ndarray) -> list[tuple]:
-        """(table [K, K], ratio table [K, K] or None, context codes, -1 for none) of each active
-        expert, in the fixed order PREV, UP, LEFT."""
-        m, s = self.model, self.stage
-        out = []
-        if self.mask & PREV:
-            out.append((m.context[s], None, prev))
-        if self.mask & UP:
-            out.append((m.up[s], m.up_ratio[s], up))
-        if self.mask & LEFT:
-            out.append((m.left[s], m.left_ratio[s], left))
-        return out
+        """(table [K + 1, K], ratio table [K + 1, K] or None, context codes, -1 for none) of each
+        active expert, in the fixed order PREV, UP, LEFT (SpatialModel.expert_tables)."""
+        tables = self.model.expert_tables(self.stage)
+        return [(*tables[e], ctx) for e, ctx in ((PREV, prev), (UP, up), (LEFT, left)) if self.mask & e]
 
     def product(self, experts: list[tuple]) -> np.ndarray:
         """Integer frequencies [n, K] summing to total from each expert's (table, ratio table,
@@ -400,26 +407,30 @@ class DiagonalCoder(StageCoder):
 
         The first expert contributes its table, each further one its table divided by the static
         table (the ratio tables, precomputed in 16-bit fixed point, so that the per-symbol work is
-        multiplications and shifts, not divisions); a missing context contributes the static
-        table, or a ratio of one."""
+        multiplications and shifts, not divisions); a missing context (-1) contributes the static
+        table, or a ratio of one (the tables' last rows)."""
         m = self.model
-        fs = m.static[self.stage]
         f = None
         for table, ratio, ctx in experts:  # f <= 2^16, then 2^24, then 2^32 (ratios <= 2^24)
             if f is None:
-                f = np.where((ctx < 0)[:, None], fs[None], table[np.maximum(ctx, 0)])
+                f = table[ctx]
             else:
-                f = np.maximum(f * np.where((ctx < 0)[:, None], ONE, ratio[np.maximum(ctx, 0)]) >> RATIO_BITS, 1)
+                f *= ratio[ctx]
+                f >>= RATIO_BITS
+                np.maximum(f, 1, out=f)
         rows = np.arange(f.shape[0])
         top = f.argmax(1)
-        f[rows, top] = np.minimum(f[rows, top], f.sum(1) - f[rows, top])  # the cap: p(top) <= ~1/2
+        f_top = f[rows, top]
+        f[rows, top] = np.minimum(f_top, f.sum(1) - f_top)  # the cap: p(top) <= ~1/2
         # Per-row shift to < 2^24 (frexp is exact below 2^53), then normalisation by a fixed-point
         # reciprocal: f * (total - K) * q < 2^62 with q = 2^46 // sum. Floors only, so the rounded
         # row sums at most `total`, and the remainder goes to the most probable code.
         shift = np.maximum(np.frexp(f.max(1).astype(np.float64))[1] - 24, 0)
-        f = np.maximum(f >> shift[:, None], 1)
-        q = (1 << 46) // f.sum(1, keepdims=True)
-        f = 1 + ((f * (m.total - m.codebook)) * q >> 46)
+        f >>= shift[:, None]
+        np.maximum(f, 1, out=f)
+        f *= (1 << 46) // f.sum(1, keepdims=True) * (m.total - m.codebook)  # in place: f * (total - K) * q
+        f >>= 46
+        f += 1
         f[rows, f.argmax(1)] += m.total - f.sum(1)
         return f
 
