@@ -77,6 +77,17 @@ def test_product_tables_are_integer_normalised_and_capped():
         assert em.min_symbol_bits(s) > 0.9
 
 
+def test_a_missing_neighbour_is_an_expert_left_out():
+    # the first row has no up neighbour: its tables are those of a model without the up expert
+    grids = _grids(np.random.default_rng(3), 20)
+    with_up = build_model(_stats(grids, (LEFT, PREV | UP | LEFT, PREV)))
+    without = build_model(_stats(grids, (LEFT, PREV | LEFT, PREV)))
+    g = _grids(np.random.default_rng(4), 1)[0]
+    a, b = (np.concatenate([f for _, f in em.freq_blocks(1, g[1], g[0])]) for em in (with_up, without))
+    first_row = np.flatnonzero(np.lexsort((np.mgrid[:12, :20][0].ravel(), np.add(*np.mgrid[:12, :20]).ravel())) < 20)
+    assert np.array_equal(a[first_row], b[first_row]) and not np.array_equal(a, b)
+
+
 def test_spatial_saves_bits_where_neighbours_predict():
     rng = np.random.default_rng(3)
     train, test = _grids(rng, 40), _grids(rng, 5)
