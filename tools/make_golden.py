@@ -66,6 +66,9 @@ CASES = {
     # the third layer (four passes, predictor; the second stays as weights/enhance/2eb11cc81d382925.safetensors)
     "default_enhanced3.vqz": (DEFAULT, 72, 64, 19, "spatial", False, False, 75),
     "default_enhanced3_flat.vqz": (DEFAULT, 56, 80, 20, "spatial", True, False, 95),
+    # the fourth layer (the third's network trained further; the third stays as weights/enhance/fc2352681b156c66.safetensors)
+    "default_enhanced4.vqz": (DEFAULT, 64, 72, 21, "spatial", False, False, 65),
+    "default_enhanced4_flat.vqz": (DEFAULT, 72, 56, 22, "spatial", True, False, 85),
 }
 FLAT = {name for name in CASES if "_flat" in name}
 PADDED = "tiny_padded.vqz"  # format 3's padded stage chunks: all-zero indices, packed (tiny, static)
