@@ -75,7 +75,7 @@ train-gpu: $(NEEDS_VENV)
 train-gpu-enhance: $(NEEDS_VENV)
 	@mkdir -p $(OUT)/gpu
 	$(RUNPY) tools/train_enhance.py --data .gpu/data --device cuda --init weights/enhance/default.safetensors \
-		--minutes $$(( $(GPU_SECONDS) / 60 )) --batch 32 --ckpt $(OUT)/gpu/enhance.ckpt \
+		--coder-contexts --minutes $$(( $(GPU_SECONDS) / 60 )) --batch 32 --ckpt $(OUT)/gpu/enhance.ckpt \
 		--trained-on "permissive/ + train/debian_wallpapers (make gpu-cache)" --out $(OUT)/gpu/enhance.safetensors
 
 lint: install

@@ -107,3 +107,11 @@ def test_train_enhance_dry_run_continues_a_layer_and_writes_one(image_dir, tiny_
     c = load_enhancement(third)
     assert c.config.same_channel and c.config.four_passes and c.config.predictor
     assert c.rule.passes == 4 and c.net.predictor.abs().sum() > 0  # fitted, not left at zero
+    # trained with the rate priced in its coder's contexts: the same kind of layer comes out
+    fourth = tmp_path / "d.safetensors"
+    r = _run("tools/train_enhance.py", *common, "--init", str(third), "--out", str(fourth), "--coder-contexts")
+    assert r.returncode == 0, r.stderr
+    d = load_enhancement(fourth)
+    assert d.config == c.config and d.model_id != c.model_id and d.net.predictor.abs().sum() > 0
+    r = _run("tools/train_enhance.py", *common, "--out", str(tmp_path / "e.safetensors"), "--coder-contexts")
+    assert r.returncode != 0 and "--coder-contexts needs an --init layer" in r.stderr

@@ -12,7 +12,8 @@ gives them: each sample's base is one of them, so that the layer refines bases o
 quality). Every training sample draws one of the levels; level l has its own per-channel steps
 and loss bpp + lam / step_l^2 * 255^2 * MSE (uniform noise for rounding; the rate is a Gaussian
 per channel and context bucket, the context taken from the rounded earlier channels as the
-coder takes it, without --same-channel's part). At the end the channels are put busiest first
+coder takes it, without --same-channel's part; with --coder-contexts, every bucket of the --init
+layer's coder, its passes and predictor included). At the end the channels are put busiest first
 (busiest_first), with --predictor the activity predictor is fitted to that order
 (fit_predictor), and the symbol counts of every level, channel and context over the training
 crops (table_crops) become the coder's integer tables. A rerun with --resume CKPT --max-steps
@@ -222,7 +223,7 @@ def main() -> None:
                     "learns to refine bases of every quality")
     ap.add_argument("--same-channel", action="store_true",
                     help="count the tables with same-channel contexts (a layer continued from one keeps them); "
-                    "the training's rate estimate uses the cross-channel contexts either way")
+                    "the training's rate estimate uses the cross-channel contexts unless --coder-contexts")
     ap.add_argument("--four-passes", action="store_true",
                     help="same-channel contexts in four passes of a 2x2 grid (EnhanceConfig.four_passes)")
     ap.add_argument("--predictor", action="store_true",
