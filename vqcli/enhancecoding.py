@@ -27,8 +27,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .enhance import (FACTOR, PREDICTOR_LIMIT, ContextRule, EnhanceConfig, Enhancement, channel_contexts, contexts,
-                      predictor_bound)
+from .enhance import (
+    FACTOR,
+    PREDICTOR_LIMIT,
+    ContextRule,
+    EnhanceConfig,
+    Enhancement,
+    channel_contexts,
+    contexts,
+    predictor_bound,
+)
 from .entropy import min_stream_bits, probabilities, quantize
 from .errors import VQError
 
