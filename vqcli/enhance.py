@@ -262,7 +262,7 @@ def channel_contexts(sym: torch.Tensor, rule: ContextRule = ContextRule()
     With a predictor, channel c's bucket is that of (w[0] + sum over j < c of (w[1 + j] box_j +
     w[1 + C + j] |s_j|)) >> PREDICTOR_SHIFT, w = predictor[c], box_j the 3x3 sums of |symbols| of
     channel j: integers only. The sums are kept for every channel (int32: predictor_bound), and
-    each channel, once known, adds its terms to all the later ones at once."""
+    each channel, once known, adds its terms to the later ones, PREDICTOR_BLOCK channels a call."""
     h, w = sym.shape[-2:]
     n = sym.shape[-3]
     if rule.predictor is None:
