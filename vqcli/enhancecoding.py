@@ -39,6 +39,7 @@ from .enhance import (
 )
 from .entropy import min_stream_bits, probabilities, quantize
 from .errors import VQError
+from .weights import model_id_of, read_safetensors, unpack_counts, write_packed
 
 KIND = "vqcli-enhancement"
 FORMAT_VERSION = "1"
@@ -82,7 +83,6 @@ class EnhanceWeights:
 
 def _id_of(tensors: dict[str, torch.Tensor], base_id: str) -> str:
     """The layer's id: a hash of its tensors and of the base it refines."""
-    from .weights import model_id_of
 
     return model_id_of({**tensors, "base_model": torch.tensor(list(bytes.fromhex(base_id)), dtype=torch.uint8)})
 
@@ -116,8 +116,6 @@ def save_enhancement(path: Path | str, net: Enhancement, counts: np.ndarray, bas
     mid = _id_of(tensors, base_id)
     meta = {"format": KIND, "format_version": FORMAT_VERSION, "config": json.dumps(net.cfg.to_dict()),
             "model_id": mid, "base_model": base_id, "training": json.dumps(training)}
-    from .weights import write_packed
-
     write_packed(path, tensors, meta)
     return mid
 
@@ -125,7 +123,6 @@ def save_enhancement(path: Path | str, net: Enhancement, counts: np.ndarray, bas
 def compact_enhancement(path: Path | str) -> tuple[str, int, int]:
     """Rewrite a layer's file with its count table packed, in place; its id and every tensor the
     loader returns stay the same. Returns the id and the sizes before and after."""
-    from .weights import write_packed
 
     path = Path(path)
     tensors, meta = _read(path)
@@ -135,8 +132,6 @@ def compact_enhancement(path: Path | str) -> tuple[str, int, int]:
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """A layer file's tensors (count table unpacked) and metadata, its format and id checked."""
-    from .weights import read_safetensors, unpack_counts
-
     tensors, meta = read_safetensors(path, "an enhancement layer")
     if meta.get("format") != KIND:
         raise VQError(f"{path}: not vq enhancement weights (format {meta.get('format')!r})")
