@@ -139,7 +139,7 @@ def with_config(net: Enhancement, cfg: EnhanceConfig) -> Enhancement:
 def fit_predictor(net: Enhancement, x: torch.Tensor, b: torch.Tensor, levels: tuple[int, ...] = (1, 3)) -> torch.Tensor:
     """Integer predictor weights [C, 1 + 2C] (EnhanceConfig.predictor): for each channel, the
     least-squares fit of its |symbol| to 1 and the 3x3 sum and centre |symbol| of every earlier
-    channel, over crops at two levels, in predicted_bucket's fixed point. Against the earlier
+    channel, over crops at two levels, in channel_contexts' fixed point. Against the earlier
     channels' plain mean activity: 0.5-1.5 % fewer bits at the fine levels (training photos)."""
     sym = torch.cat([net.quantize(net.analyse(x[i:i + 64], b[i:i + 64], net.features(b[i:i + 64]),
                                               net.steps(float(lv)))).long()
@@ -147,7 +147,7 @@ def fit_predictor(net: Enhancement, x: torch.Tensor, b: torch.Tensor, levels: tu
     box, centre = box_abs(sym).double(), sym.abs().double()
     c_all = sym.shape[1]
     out = torch.zeros(c_all, 1 + 2 * c_all, dtype=torch.int32)
-    scale = 16 * (1 << PREDICTOR_SHIFT)  # predicted_bucket compares 16 x |symbol|
+    scale = 16 * (1 << PREDICTOR_SHIFT)  # channel_contexts buckets 16 x |symbol|
     for c in range(c_all):
         rows = [torch.ones(box[:, 0].numel(), 1, dtype=torch.float64)]
         rows += [f[:, :c].permute(0, 2, 3, 1).reshape(-1, c) for f in (box, centre)] if c else []

@@ -50,7 +50,7 @@ class EnhanceConfig:
     cells see neighbours of their own channel, not half. Absent in the first layers."""
     predictor: bool = False
     """The earlier channels' activity is an integer linear prediction of each channel's |symbol|
-    (the `predictor` tensor, predicted_bucket) instead of their mean. Absent in the first layers."""
+    (the `predictor` tensor, channel_contexts) instead of their mean. Absent in the first layers."""
 
     def __post_init__(self) -> None:
         flags = (self.same_channel, self.four_passes, self.predictor)
