@@ -95,6 +95,25 @@ def run_guarded(fn, *args, **kwargs):
         raise fail(f"unexpected {type(e).__name__}: {first} (VQ_DEBUG=1 shows the traceback)") from None
 
 
+def _check_train_options(data: Path, preset: str, precision: str, init: Optional[Path], resume: Optional[Path],
+                         widen: bool, rate_weight: Optional[float]) -> None:
+    """Refuse `vq train` options that contradict each other, before any file is touched."""
+    if preset not in PRESETS:
+        raise fail(f"--preset {preset}: unknown preset (choose from {', '.join(PRESETS)})", 2)
+    if not data.is_dir():
+        raise fail(f"{data}: not a directory")
+    if precision not in ("auto", "bf16", "fp32"):
+        raise fail(f"--precision {precision}: expected auto, bf16 or fp32", 2)
+    if init is not None and resume is not None:
+        raise fail("--init and --resume: choose one (--resume restores a whole training state)", 2)
+    if widen and init is None:
+        raise fail("--widen needs --init (the weights to grow)", 2)
+    if rate_weight is not None and resume is not None:
+        raise fail("--rate-weight and --resume: a resumed run keeps its checkpoint's model config", 2)
+    if rate_weight is not None and not 0 <= rate_weight < math.inf:
+        raise fail(f"--rate-weight {rate_weight}: expected a finite number >= 0", 2)
+
+
 @app.command()
 def train(
     data: Annotated[Path, typer.Argument(help="Folder of training images (searched recursively).")],
@@ -129,24 +148,9 @@ def train(
                                         "where a checkpoint of an earlier run lies beside it.")] = False,
 ) -> None:
     """Train a VQ-VAE on a folder of images and write release weights."""
-    if preset not in PRESETS:
-        raise fail(f"--preset {preset}: unknown preset (choose from {', '.join(PRESETS)})", 2)
-    if not data.is_dir():
-        raise fail(f"{data}: not a directory")
-    if precision not in ("auto", "bf16", "fp32"):
-        raise fail(f"--precision {precision}: expected auto, bf16 or fp32", 2)
-    if init is not None and resume is not None:
-        raise fail("--init and --resume: choose one (--resume restores a whole training state)", 2)
-    if widen and init is None:
-        raise fail("--widen needs --init (the weights to grow)", 2)
-    if rate_weight is not None and resume is not None:
-        raise fail("--rate-weight and --resume: a resumed run keeps its checkpoint's model config", 2)
-    if rate_weight is not None and not 0 <= rate_weight < math.inf:
-        raise fail(f"--rate-weight {rate_weight}: expected a finite number >= 0", 2)
+    _check_train_options(data, preset, precision, init, resume, widen, rate_weight)
     from .config import TrainConfig
-    from .errors import VQError
-    from .fileio import check_output
-    from .train import TrainingInterrupted, checkpoint_path
+    from .train import TrainingInterrupted, check_train_outputs
     from .train import train as run_train
 
     # On --resume every setting comes from the checkpoint; only an explicit --steps extends the run.
@@ -163,16 +167,7 @@ def train(
             typer.echo(f"vq: {e}", err=True)
             raise typer.Exit(130) from None
 
-    def check_outputs() -> None:
-        # Weights decode every file made with them, and a checkpoint holds hours of work: neither is
-        # replaced without -f. A resumed run's own checkpoint is its to update.
-        check_output(out, force)
-        ckpt = checkpoint_path(out)
-        if resume is None and not force and ckpt.exists():
-            raise VQError(f"{ckpt}: a checkpoint of an earlier run is there; continue it with --resume {ckpt}, "
-                          "or use -f to start over")
-
-    run_guarded(check_outputs)
+    run_guarded(check_train_outputs, out, resume, force)
     run_guarded(go)
 
 

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from .config import ModelConfig, TrainConfig
 from .data import CropDataset, StepSampler, usable_images
 from .errors import VQError
-from .fileio import atomic_output
+from .fileio import atomic_output, check_output
 from .images import load_image
 from .indexcounts import collect_index_counts
 from .metrics import entropy_bits, psnr_from_mse
@@ -70,6 +70,17 @@ class TrainState:
 def checkpoint_path(out: Path) -> Path:
     """Where a run writing release weights `out` keeps its checkpoint: NAME.ckpt.safetensors beside it."""
     return out.with_name(out.name.removesuffix(".safetensors") + ".ckpt.safetensors")
+
+
+def check_train_outputs(out: Path, resume: Path | None, force: bool) -> None:
+    """Refuse to replace release weights or an earlier run's checkpoint without `force`: weights
+    decode every file made with them, and a checkpoint holds hours of work. A resumed run's own
+    checkpoint is its to update."""
+    check_output(out, force)
+    ckpt = checkpoint_path(out)
+    if resume is None and not force and ckpt.exists():
+        raise VQError(f"{ckpt}: a checkpoint of an earlier run is there; continue it with --resume {ckpt}, "
+                      "or use -f to start over")
 
 
 def lr_at(step: int, tcfg: TrainConfig) -> float:
