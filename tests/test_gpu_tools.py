@@ -113,5 +113,14 @@ def test_train_enhance_dry_run_continues_a_layer_and_writes_one(image_dir, tiny_
     assert r.returncode == 0, r.stderr
     d = load_enhancement(fourth)
     assert d.config == c.config and d.model_id != c.model_id and d.net.predictor.abs().sum() > 0
+    # its checkpoint priced the rate in the third layer's contexts: only that layer may resume it
+    ckpt, again = str(tmp_path / "ckpt"), tmp_path / "d2.safetensors"
+    r = _run("tools/train_enhance.py", *common, "--init", str(fourth), "--coder-contexts", "--resume", ckpt,
+             "--out", str(again))
+    assert r.returncode != 0 and f"its rate contexts are layer {c.model_id}'s" in r.stderr and not again.exists()
+    r = _run("tools/train_enhance.py", *common, "--init", str(third), "--coder-contexts", "--resume", ckpt,
+             "--out", str(again))
+    assert r.returncode == 0, r.stderr
+    assert load_enhancement(again).training["steps"] == 2  # the checkpoint's steps: only recounted
     r = _run("tools/train_enhance.py", *common, "--out", str(tmp_path / "e.safetensors"), "--coder-contexts")
     assert r.returncode != 0 and "--coder-contexts needs an --init layer" in r.stderr

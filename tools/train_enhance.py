@@ -17,7 +17,8 @@ layer's coder, its passes and predictor included). At the end the channels are p
 (busiest_first), with --predictor the activity predictor is fitted to that order
 (fit_predictor), and the symbol counts of every level, channel and context over the training
 crops (table_crops) become the coder's integer tables. A rerun with --resume CKPT --max-steps
-<its step> only recounts them.
+<its step> only recounts them. A run with --coder-contexts resumes only with the --init layer it
+started from: the contexts follow that layer's channel order, which the written layer changes.
 """
 
 from __future__ import annotations
@@ -254,11 +255,13 @@ def main() -> None:
     rule, buckets = ContextRule(), BUCKETS  # the training's rate contexts
     with torch.no_grad():
         net.log_step.copy_(torch.tensor(STEPS).log()[:, None].expand(-1, cfg.channels))
+    rule_from = None  # the layer whose coder prices the rate (--coder-contexts)
     if args.init is not None and args.init.suffix == ".safetensors":
-        net = load_enhancement(args.init).net
+        layer = load_enhancement(args.init)
+        net = layer.net
         cfg = net.cfg  # its coding config stays; training does without the predictor
         if args.coder_contexts:
-            rule, buckets = net.context_rule(), cfg.contexts
+            rule, buckets, rule_from = net.context_rule(), cfg.contexts, layer.model_id
         net = with_config(net, dataclasses.replace(cfg, predictor=False)).requires_grad_(True).train()
     elif args.init is not None:
         init_from_proxy(net, args.init)
@@ -283,6 +286,12 @@ def main() -> None:
     step, log = 0, []
     if args.resume is not None:
         saved = torch.load(args.resume)
+        # a layer's contexts follow its channel order: another layer's would price the wrong channels
+        theirs = saved.get("rule_from", rule_from)  # a checkpoint from before this check passes
+        if theirs != rule_from:
+            raise SystemExit(f"{args.resume}: its rate contexts are " + (
+                f"layer {theirs}'s; resume with that layer as --init and --coder-contexts" if theirs else
+                "the earlier channels' mean activity; resume without --coder-contexts"))
         net.load_state_dict(saved["net"])
         log_scale.data.copy_(saved["log_scale"])
         opt.load_state_dict(saved["opt"])
@@ -294,7 +303,7 @@ def main() -> None:
 
     def checkpoint() -> None:
         torch.save({"net": net.state_dict(), "log_scale": log_scale.detach(), "opt": opt.state_dict(),
-                    "step": step, "log": log}, args.ckpt)
+                    "step": step, "log": log, "rule_from": rule_from}, args.ckpt)
 
     while time.time() - t0 < 60 * args.minutes and step < args.max_steps:
         i = torch.randint(0, tx.shape[0], (args.batch,))
