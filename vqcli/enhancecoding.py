@@ -83,7 +83,6 @@ class EnhanceWeights:
 
 def _id_of(tensors: dict[str, torch.Tensor], base_id: str) -> str:
     """The layer's id: a hash of its tensors and of the base it refines."""
-
     return model_id_of({**tensors, "base_model": torch.tensor(list(bytes.fromhex(base_id)), dtype=torch.uint8)})
 
 
@@ -123,7 +122,6 @@ def save_enhancement(path: Path | str, net: Enhancement, counts: np.ndarray, bas
 def compact_enhancement(path: Path | str) -> tuple[str, int, int]:
     """Rewrite a layer's file with its count table packed, in place; its id and every tensor the
     loader returns stay the same. Returns the id and the sizes before and after."""
-
     path = Path(path)
     tensors, meta = _read(path)
     before = path.stat().st_size
