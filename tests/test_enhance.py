@@ -29,7 +29,7 @@ from vqcli.enhance import (
 )
 from vqcli.errors import VQError
 from vqcli.images import LoadedImage
-from vqcli.rate import ENHANCE_FROM, enhanced_rate
+from vqcli.rate import ENHANCE_FROM, enhanced_rate, ladder_deadzone
 from vqcli.weights import load_weights
 from vqcli.weightspath import WEIGHTS_PATH_ENV
 
@@ -259,6 +259,25 @@ def test_quality_mapping_is_monotone():
     # every step up raises the base or refines the layer, and neither goes back
     assert all(a[0] <= b[0] and a[1] >= b[1] and a[2] >= b[2] and (a[0], -a[1]) < (b[0], -b[1])
                for a, b in zip(rates, rates[1:]))
+
+
+def test_ladder_deadzone_is_the_ladders_at_every_level():
+    # the dead zone a tuned synthesis learns to undo is the one the encoder uses at that level
+    for q in range(2 * int(ENHANCE_FROM) + 1, 201):
+        _, level, dz = enhanced_rate(q / 2, 6)
+        assert ladder_deadzone(level / vqz.LEVEL_ONE / 5) == pytest.approx(dz, abs=1e-3)
+    assert ladder_deadzone(0.0) == 0.0 and ladder_deadzone(1.0) == enhanced_rate(ENHANCE_FROM + 1e-9, 6)[2]
+
+
+def test_steps_of_a_tensor_of_levels_interpolate_as_one_level_does():
+    torch.manual_seed(4)
+    net = Enhancement(CFG)
+    with torch.no_grad():
+        net.log_step.normal_(0, 0.5)
+    levels = torch.tensor([0.0, 0.25, 1.5, float(CFG.levels - 1)])
+    torch.testing.assert_close(net.steps(levels), torch.stack([net.steps(float(v)) for v in levels]))
+    whole = torch.tensor([0, CFG.levels - 1])  # trained levels as integers, as training draws them
+    torch.testing.assert_close(net.steps(whole), net.steps(whole.float()))
 
 
 def test_ladder_grid_hull_keeps_only_the_upper_convex_hull():

@@ -124,3 +124,24 @@ def test_train_enhance_dry_run_continues_a_layer_and_writes_one(image_dir, tiny_
     assert load_enhancement(again).training["steps"] == 2  # the checkpoint's steps: only recounted
     r = _run("tools/train_enhance.py", *common, "--out", str(tmp_path / "e.safetensors"), "--coder-contexts")
     assert r.returncode != 0 and "--coder-contexts needs an --init layer" in r.stderr
+
+
+def test_tune_synthesis_dry_run_changes_the_synthesis_alone(image_dir, tiny_weights, tmp_path):
+    from vqcli.enhancecoding import load_enhancement
+
+    layer, tuned = tmp_path / "a.safetensors", tmp_path / "t.safetensors"
+    common = ("--base", str(tiny_weights), "--data", str(image_dir), "--crops", "12", "--crop-size", "32",
+              "--max-steps", "2")
+    r = _run("tools/train_enhance.py", *common, "--count-crops", "8", "--ckpt", str(tmp_path / "ckpt"),
+             "--four-passes", "--predictor", "--out", str(layer))
+    assert r.returncode == 0, r.stderr
+    r = _run("tools/tune_synthesis.py", *common, "--init", str(layer), "--lr", "1e-2", "--out", str(tuned))
+    assert r.returncode == 0, r.stderr
+    a, t = load_enhancement(layer), load_enhancement(tuned)
+    assert t.model_id != a.model_id and t.base_id == a.base_id and t.config == a.config
+    assert t.training["tuned_synthesis"]["from"] == a.model_id and t.training["tuned_synthesis"]["steps"] == 2
+    # the encoder's side and the coder are untouched: the same symbols, coded with the same tables
+    assert (t.counts == a.counts).all()
+    theirs, mine = a.net.state_dict(), t.net.state_dict()
+    for name, tensor in theirs.items():
+        assert torch.equal(mine[name], tensor) != name.startswith("synthesis."), name

@@ -197,6 +197,30 @@ def busiest_first(net: Enhancement, x: torch.Tensor, b: torch.Tensor) -> torch.T
     return torch.argsort(busy, descending=True, stable=True)
 
 
+def load_crops(args: argparse.Namespace, base) -> tuple[torch.Tensor, ...]:
+    """(train crops, their full bases, val crops, their bases, prefix bases) from --cache and
+    --bases, or cut from --data and reconstructed by the base model."""
+    if args.cache is not None:
+        data = torch.load(args.cache)
+        extra = list(torch.load(args.bases).values()) if args.bases is not None else []
+        return data["train_x"], data["train_b"], data["val_x"], data["val_b"], extra
+    tx, tb, extra = cut_crops(base, args.data, args.crops, args.crop_size)
+    return tx, tb, tx[:8], tb[:8], extra  # no val here: a burst watches its training loss
+
+
+def draw(tx: torch.Tensor, tb: torch.Tensor, extra: list[torch.Tensor], batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random batch of crops and their bases, each base the crop's full one or one of its
+    prefixes (uint8), so that the layer learns to refine bases of every quality."""
+    i = torch.randint(0, tx.shape[0], (batch,))
+    x, b = tx[i], tb[i]
+    if extra:
+        pick = torch.randint(0, len(extra) + 1, (batch,))
+        for j in range(batch):
+            if pick[j] > 0:
+                b[j] = extra[pick[j] - 1][i[j].cpu()].to(b.device).float() / 255
+    return x, b
+
+
 @torch.no_grad()
 def evaluate(net: Enhancement, x: torch.Tensor, b: torch.Tensor, log_scale: torch.Tensor,
              rule: ContextRule) -> list[dict]:
@@ -268,14 +292,7 @@ def main() -> None:
     if args.coder_contexts and rule.passes == 1 and rule.predictor is None:
         raise SystemExit("--coder-contexts needs an --init layer (.safetensors) with same-channel contexts or a predictor")
     base = load_weights(args.base, dev)
-    extra: list[torch.Tensor] = []
-    if args.cache is not None:
-        data = torch.load(args.cache)
-        tx, tb, vx, vb = data["train_x"], data["train_b"], data["val_x"], data["val_b"]
-        extra = list(torch.load(args.bases).values()) if args.bases is not None else []
-    else:
-        tx, tb, extra = cut_crops(base, args.data, args.crops, args.crop_size)
-        vx, vb = tx[:8], tb[:8]  # no val here: a burst watches its training loss
+    tx, tb, vx, vb, extra = load_crops(args, base)
     net, tx, tb, vx, vb = net.to(dev), tx.to(dev), tb.to(dev), vx.to(dev), vb.to(dev)
     log_scale = torch.nn.Parameter(torch.zeros(cfg.levels, cfg.channels, buckets, device=dev))
     # The rate's scales start at the symbols' spread and learn fast: they only price the latent.
@@ -306,13 +323,7 @@ def main() -> None:
                     "step": step, "log": log, "rule_from": rule_from}, args.ckpt)
 
     while time.time() - t0 < 60 * args.minutes and step < args.max_steps:
-        i = torch.randint(0, tx.shape[0], (args.batch,))
-        x, b = tx[i], tb[i]
-        if extra:  # each sample's base: the full one or one of the prefixes
-            pick = torch.randint(0, len(extra) + 1, (args.batch,))
-            for j in range(args.batch):
-                if pick[j] > 0:
-                    b[j] = extra[pick[j] - 1][i[j].cpu()].to(dev).float() / 255
+        x, b = draw(tx, tb, extra, args.batch)
         level = torch.randint(0, cfg.levels, (args.batch,), device=dev)
         feats = net.features(b)
         y = net.analyse(x, b, feats, net.steps(level))

@@ -112,9 +112,14 @@ class Enhancement(nn.Module):
 
     def steps(self, level: float | torch.Tensor) -> torch.Tensor:
         """Per-channel quantization steps [C, 1, 1] of a level, between two trained levels
-        interpolated in log space ([B, C, 1, 1] for a tensor of trained levels)."""
+        interpolated in log space ([B, C, 1, 1] for a tensor [B] of levels, whole or not)."""
         if isinstance(level, torch.Tensor):
-            return self.log_step[level].exp()[..., None, None]
+            if not level.is_floating_point():
+                return self.log_step[level].exp()[..., None, None]
+            lo = level.floor().long().clamp(0, self.cfg.levels - 1)
+            t = (level - lo)[:, None]
+            mixed = (1 - t) * self.log_step[lo] + t * self.log_step[(lo + 1).clamp(max=self.cfg.levels - 1)]
+            return mixed.exp()[..., None, None]
         lo = min(int(level), self.cfg.levels - 1)
         hi = min(lo + 1, self.cfg.levels - 1)
         t = level - lo

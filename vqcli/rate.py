@@ -87,6 +87,16 @@ ENHANCED_LADDER = (
 Qualities are spaced so that each step adds about the same PSNR."""
 
 
+def ladder_deadzone(fraction: float) -> float:
+    """The dead zone the ladder quantizes a layer level with, the level given as a fraction of the
+    coarsest (0 finest, 1 coarsest; between knots, linear in the level)."""
+    knots = sorted((level, dz) for _, _, level, dz in ENHANCED_LADDER)
+    for (l0, d0), (l1, d1) in zip(knots, knots[1:]):
+        if fraction <= l1:
+            return d0 if l1 == l0 else d0 + (max(fraction, l0) - l0) / (l1 - l0) * (d1 - d0)
+    return knots[-1][1]
+
+
 def enhanced_rate(quality: float, levels: int) -> tuple[float, int, float] | None:
     """(base quality, fixed-point enhancement level (0 = finest), dead zone) of a quality for a
     layer of `levels` levels, or None at and below ENHANCE_FROM (the base alone)."""

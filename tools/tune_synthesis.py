@@ -1,0 +1,119 @@
+"""Fine-tune an enhancement layer's synthesis on the symbols its encoder really sends.
+
+    nice -n 5 .venv/bin/python tools/tune_synthesis.py --cache runs/proxy_crops.pt \
+        --bases runs/base_prefix.pt --init weights/enhance/default.safetensors --minutes 45 \
+        --out runs/tuned.safetensors
+
+A layer is trained with uniform noise standing in for rounding (tools/train_enhance.py), but its
+encoder sends rounded symbols, moved toward zero by the ladder's dead zone
+(vqcli.rate.ladder_deadzone). Here only the synthesis learns, on those symbols; the analysis, mean
+and features stay, so every image's symbols, and the tables that code them, stay as they were:
+the same bytes decode to a better image. Each sample draws a level anywhere between the trained
+ones (the ladder interpolates them) and a base (the crop's full one or a prefix, in whole 8-bit
+values as a reader has them); the loss weighs each level's MSE as the layer's training did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from train_enhance import STEPS, descend, draw, load_crops, psnr
+
+from vqcli.enhancecoding import load_enhancement, save_enhancement
+from vqcli.rate import ladder_deadzone
+from vqcli.weights import load_weights
+
+LAM = 0.1
+"""The layer training's lambda at step 1 (train_enhance --lam): only the levels' weights matter here."""
+
+
+def sent(net, x: torch.Tensor, b: torch.Tensor, feats: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    """The symbols the encoder sends for crops x over bases b at levels [B] (whole or not)."""
+    top = net.cfg.levels - 1
+    dz = torch.tensor([ladder_deadzone(float(lv) / top) for lv in level], device=x.device)
+    v = net.analyse(x, b, feats, net.steps(level))
+    v = v.sign() * (v.abs() - dz[:, None, None, None]).clamp_min(0)
+    return v.round().clamp(-net.cfg.radius, net.cfg.radius)
+
+
+def level_weight(level: torch.Tensor) -> torch.Tensor:
+    """LAM / step^2 * 255^2 at levels [B], the steps interpolated in log space as the layer's."""
+    log_steps = torch.tensor(STEPS, device=level.device).log()
+    lo = level.floor().long().clamp(max=len(STEPS) - 2)
+    t = level - lo
+    step = ((1 - t) * log_steps[lo] + t * log_steps[lo + 1]).exp()
+    return LAM / step ** 2 * 255 ** 2
+
+
+def whole(b: torch.Tensor) -> torch.Tensor:
+    return (b * 255).round() / 255
+
+
+@torch.no_grad()
+def evaluate(net, x: torch.Tensor, b: torch.Tensor) -> list[float]:
+    """PSNR of the val crops at each trained level, with the symbols the encoder sends."""
+    b = whole(b)
+    feats = net.features(b)
+    out = []
+    for lv in range(net.cfg.levels):
+        level = torch.full((x.shape[0],), float(lv), device=x.device)
+        out.append(round(psnr(net.synthesise(sent(net, x, b, feats, level), b, feats, net.steps(level)), x), 4))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--init", type=Path, required=True, help="the layer (.safetensors) to tune")
+    ap.add_argument("--base", type=Path, default=Path("weights/default.safetensors"))
+    ap.add_argument("--cache", type=Path, help="crops and base reconstructions (tools/proxy_enhance.py --cache)")
+    ap.add_argument("--bases", type=Path, help="prefix reconstructions of the cache's crops (train_enhance --bases)")
+    ap.add_argument("--data", type=Path, help="an image folder to cut crops from instead of --cache")
+    ap.add_argument("--crops", type=int, default=2400, help="crops cut from --data")
+    ap.add_argument("--crop-size", type=int, default=128)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--minutes", type=float, default=45)
+    ap.add_argument("--max-steps", type=int, default=10 ** 9)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    if (args.cache is None) == (args.data is None):
+        raise SystemExit("give one of --cache and --data")
+    torch.manual_seed(0)
+    dev = torch.device(args.device)
+    layer = load_enhancement(args.init, dev)
+    net = layer.net.to(memory_format=torch.contiguous_format)
+    net.synthesis.requires_grad_(True).train()
+    tx, tb, vx, vb, extra = load_crops(args, load_weights(args.base, dev))
+    tx, tb, vx, vb = tx.to(dev), tb.to(dev), vx.to(dev), vb.to(dev)
+    opt = torch.optim.Adam(net.synthesis.parameters(), lr=args.lr)
+    log = [{"step": 0, "val_psnr": evaluate(net, vx, vb)}]
+    print(json.dumps(log[-1]), flush=True)
+    t0, step = time.time(), 0
+    while time.time() - t0 < 60 * args.minutes and step < args.max_steps:
+        x, b = draw(tx, tb, extra, args.batch)
+        b = whole(b)
+        level = torch.rand(args.batch, device=dev) * (net.cfg.levels - 1)
+        with torch.no_grad():
+            feats = net.features(b)
+            q = sent(net, x, b, feats, level)
+        mse = (net.synthesise(q, b, feats, net.steps(level)) - x).pow(2).mean((1, 2, 3))
+        descend(opt, (level_weight(level) * mse).mean(), net.synthesis)
+        step += 1
+        if step % 500 == 0 or step == args.max_steps:
+            log.append({"step": step, "minutes": round((time.time() - t0) / 60, 1), "val_psnr": evaluate(net, vx, vb)})
+            print(json.dumps(log[-1]), flush=True)
+    net = net.cpu().eval().requires_grad_(False)
+    training = {**layer.training, "tuned_synthesis": {"from": layer.model_id, "steps": step, "lr": args.lr,
+                                                      "val_crops": log[-1]["val_psnr"]}}
+    # the same symbols and the same tables: the counts are the layer's own
+    mid = save_enhancement(args.out, net, layer.counts, layer.base_id, training)
+    print(json.dumps({"steps": step, "out": str(args.out), "model_id": mid}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
