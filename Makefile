@@ -71,12 +71,15 @@ train-gpu: $(NEEDS_VENV)
 		--batch-size $(GPU_BATCH) --lr $(GPU_LR)
 
 # Continue the shipped enhancement layer for GPU_SECONDS on CUDA from .gpu/data (crops and the
-# base's reconstructions are made on the GPU at the start); one file of about 3 MB under $(OUT)/gpu.
+# base's reconstructions are made on the GPU at the start), then tune its synthesis on the symbols its
+# encoder sends for a minute (tools/tune_synthesis.py): enhance_tuned.safetensors under $(OUT)/gpu is the one to ship.
 train-gpu-enhance: $(NEEDS_VENV)
 	@mkdir -p $(OUT)/gpu
 	$(RUNPY) tools/train_enhance.py --data .gpu/data --device cuda --init weights/enhance/default.safetensors \
 		--coder-contexts --minutes $$(( $(GPU_SECONDS) / 60 )) --batch 32 --ckpt $(OUT)/gpu/enhance.ckpt \
 		--trained-on "permissive/ + train/debian_wallpapers (make gpu-cache)" --out $(OUT)/gpu/enhance.safetensors
+	$(RUNPY) tools/tune_synthesis.py --data .gpu/data --device cuda --init $(OUT)/gpu/enhance.safetensors \
+		--minutes 1 --batch 32 --out $(OUT)/gpu/enhance_tuned.safetensors
 
 lint: install
 	$(BIN)/python -m ruff check vqcli tests tools
