@@ -280,6 +280,15 @@ def test_steps_of_a_tensor_of_levels_interpolate_as_one_level_does():
     torch.testing.assert_close(net.steps(whole), net.steps(whole.float()))
 
 
+def test_a_dead_zone_per_sample_quantizes_each_as_its_own_number():
+    net = Enhancement(CFG)
+    v = torch.linspace(-3, 3, 2 * 4 * 5 * 5).reshape(2, 4, 5, 5)
+    dz = torch.tensor([0.0, 0.4])
+    out = net.quantize(v, dz[:, None, None, None])
+    assert torch.equal(out[0], net.quantize(v[:1], 0.0)[0]) and torch.equal(out[1], net.quantize(v[1:], 0.4)[0])
+    assert not torch.equal(out[1], net.quantize(v[1:], 0.0)[0])  # the zone moved some symbols
+
+
 def test_ladder_grid_hull_keeps_only_the_upper_convex_hull():
     import importlib.util
 

@@ -69,7 +69,7 @@ CASES = {
     # the fourth layer (the third's network trained further; the third stays as weights/enhance/fc2352681b156c66.safetensors)
     "default_enhanced4.vqz": (DEFAULT, 64, 72, 21, "spatial", False, False, 65),
     "default_enhanced4_flat.vqz": (DEFAULT, 72, 56, 22, "spatial", True, False, 85),
-    # the fifth layer (the fourth's synthesis tuned on sent symbols; the fourth stays as weights/enhance/622724a37f4fa22e.safetensors)
+    # the fifth layer (the fourth with its synthesis tuned; the fourth stays as weights/enhance/622724a37f4fa22e.safetensors)
     "default_enhanced5.vqz": (DEFAULT, 56, 64, 23, "spatial", False, False, 70),
     "default_enhanced5_flat.vqz": (DEFAULT, 64, 48, 24, "spatial", True, False, 90),
 }

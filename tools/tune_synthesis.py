@@ -35,9 +35,7 @@ def sent(net, x: torch.Tensor, b: torch.Tensor, feats: torch.Tensor, level: torc
     """The symbols the encoder sends for crops x over bases b at levels [B] (whole or not)."""
     top = net.cfg.levels - 1
     dz = torch.tensor([ladder_deadzone(float(lv) / top) for lv in level], device=x.device)
-    v = net.analyse(x, b, feats, net.steps(level))
-    v = v.sign() * (v.abs() - dz[:, None, None, None]).clamp_min(0)
-    return v.round().clamp(-net.cfg.radius, net.cfg.radius)
+    return net.quantize(net.analyse(x, b, feats, net.steps(level)), dz[:, None, None, None])
 
 
 def level_weight(level: torch.Tensor) -> torch.Tensor:
@@ -50,6 +48,7 @@ def level_weight(level: torch.Tensor) -> torch.Tensor:
 
 
 def whole(b: torch.Tensor) -> torch.Tensor:
+    """Base pixels in whole 8-bit values, as a reader's decoder has them."""
     return (b * 255).round() / 255
 
 

@@ -130,11 +130,12 @@ class Enhancement(nn.Module):
         y = self.analysis(torch.cat([(x - base) * RESIDUAL_GAIN, base * 2 - 1], 1)) * LATENT_GAIN
         return (y - self.mean(feats)) / steps
 
-    def quantize(self, v: torch.Tensor, deadzone: float = 0.0) -> torch.Tensor:
+    def quantize(self, v: torch.Tensor, deadzone: float | torch.Tensor = 0.0) -> torch.Tensor:
         """Symbols (float, whole numbers within the radius) of a latent v in step units: v moved
-        deadzone toward zero, then rounded. The decoder does not know the dead zone (it only reads
-        symbols): a wider zero bin is the encoder's choice, fewer bits for a little distortion."""
-        if deadzone:
+        deadzone (a number, or a tensor broadcast against v) toward zero, then rounded. The decoder
+        does not know the dead zone (it only reads symbols): a wider zero bin is the encoder's
+        choice, fewer bits for a little distortion."""
+        if isinstance(deadzone, torch.Tensor) or deadzone:
             v = v.sign() * (v.abs() - deadzone).clamp_min(0)
         return v.round().clamp(-self.cfg.radius, self.cfg.radius)
 
