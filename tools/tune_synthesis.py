@@ -85,7 +85,7 @@ def main() -> None:
     torch.manual_seed(0)
     dev = torch.device(args.device)
     layer = load_enhancement(args.init, dev)
-    net = layer.net.to(memory_format=torch.contiguous_format)
+    net = layer.net
     net.synthesis.requires_grad_(True).train()
     tx, tb, vx, vb, extra = load_crops(args, load_weights(args.base, dev))
     tx, tb, vx, vb = tx.to(dev), tb.to(dev), vx.to(dev), vb.to(dev)
