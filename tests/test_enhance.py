@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import decode_with_threads, make_image, torch_threads
 
-from vqcli import codec, enhancecoding, metrics, tiling
+from vqcli import codec, enhance, enhancecoding, metrics, tiling
 from vqcli import format as vqz
 from vqcli.enhance import (
     BUCKETS,
@@ -120,7 +120,9 @@ def test_each_of_four_passes_sees_only_earlier_passes_of_its_channel():
             assert any(not torch.equal(after[3, later], ctx[3, later]) for later, _ in layout[p + 1:])
 
 
-def test_the_predicted_bucket_is_the_integer_formula():
+@pytest.mark.parametrize("cells", [1, 1 << 20])  # two later channels a call, or all of them
+def test_the_predicted_bucket_is_the_integer_formula(cells, monkeypatch):
+    monkeypatch.setattr(enhance, "PREDICTOR_CELLS", cells)
     sym = torch.from_numpy(_symbols((2, 5, 7, 8), 3)).long()  # a batch of two
     w = _random_predictor(5, 3)
     boxes = torch.nn.functional.conv2d(sym.abs().reshape(-1, 1, 7, 8).float(), torch.ones(1, 1, 3, 3),

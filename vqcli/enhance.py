@@ -15,6 +15,7 @@ by integer contexts (vqcli.enhancecoding), so parsing is exact on every device.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
@@ -232,7 +233,7 @@ def _neighbour_bucket(plane: torch.Tensor, near: str = "cross") -> torch.Tensor:
         s = a[..., :-2, 1:-1] + a[..., 2:, 1:-1] + a[..., 1:-1, :-2] + a[..., 1:-1, 2:]
     else:
         s = a[..., :-2, :-2] + a[..., :-2, 2:] + a[..., 2:, :-2] + a[..., 2:, 2:]
-    return torch.bucketize(s, torch.tensor(NEIGHBOUR_EDGES, dtype=torch.int64, device=s.device), right=True)
+    return _bucket_of(s, NEIGHBOUR_EDGES)
 
 
 PREDICTOR_LIMIT = 1 << 31
@@ -249,12 +250,25 @@ def predictor_bound(predictor: torch.Tensor, radius: int) -> int:
 
 
 def _activity_bucket(m: torch.Tensor) -> torch.Tensor:
-    return torch.bucketize(m, torch.tensor(ACTIVITY_EDGES, dtype=m.dtype, device=m.device), right=True)
+    return _bucket_of(m, ACTIVITY_EDGES)
 
 
-PREDICTOR_BLOCK = 2
-"""Later channels whose predictions one known channel updates at a time: the temporaries stay at
-two planes (at 24 MP, 1.39 GB of encode peak instead of 1.47 GB with eight; the same speed)."""
+@functools.cache
+def _bucket_table(edges: tuple[int, ...], device: str) -> torch.Tensor:
+    return torch.bucketize(torch.arange(edges[-1] + 1), torch.tensor(edges), right=True).to(device)
+
+
+def _bucket_of(m: torch.Tensor, edges: tuple[int, ...]) -> torch.Tensor:
+    """torch.bucketize(m, edges, right=True) (int64) of integers m, edges positive and rising, by
+    table lookup: several times faster on the coder's planes, and the same integers."""
+    return _bucket_table(edges, str(m.device))[m.clamp(0, edges[-1])]
+
+
+PREDICTOR_CELLS = 1 << 20
+"""Later channels' predictions that one known channel updates at a time: as many planes as fit
+this many cells, at least two. A big image's temporaries stay at two planes (at 24 MP, 1.39 GB of
+encode peak instead of 1.47 GB with eight, at the same speed); a small one's channels go in one
+call (768x512: 32 calls an image instead of 500)."""
 
 
 def channel_contexts(sym: torch.Tensor, rule: ContextRule = ContextRule()
@@ -268,7 +282,7 @@ def channel_contexts(sym: torch.Tensor, rule: ContextRule = ContextRule()
     With a predictor, channel c's bucket is that of (w[0] + sum over j < c of (w[1 + j] box_j +
     w[1 + C + j] |s_j|)) >> PREDICTOR_SHIFT, w = predictor[c], box_j the 3x3 sums of |symbols| of
     channel j: integers only. The sums are kept for every channel (int32: predictor_bound), and
-    each channel, once known, adds its terms to the later ones, PREDICTOR_BLOCK channels a call."""
+    each channel, once known, adds its terms to the later ones, PREDICTOR_CELLS at a time."""
     h, w = sym.shape[-2:]
     n = sym.shape[-3]
     if rule.predictor is None:
@@ -277,6 +291,7 @@ def channel_contexts(sym: torch.Tensor, rule: ContextRule = ContextRule()
         p = rule.predictor.to(sym.device, torch.int32)
         acc = p[:, 0, None, None].expand(sym.shape).clone()
         w_box, w_abs = p[:, 1:1 + n, None, None], p[:, 1 + n:, None, None]
+        block = max(2, PREDICTOR_CELLS // max(1, sym[..., 0, :, :].numel()))
     layout = pass_layout(h, w, rule.passes, sym.device)
     for c in range(n):
         k = bucket(running, c) if rule.predictor is None else _activity_bucket(acc[..., c, :, :] >> PREDICTOR_SHIFT)
@@ -295,8 +310,8 @@ def channel_contexts(sym: torch.Tensor, rule: ContextRule = ContextRule()
             running += box_abs(plane)
             continue
         box, centre = box_abs(plane).int().unsqueeze(-3), plane.abs().int().unsqueeze(-3)
-        for lo in range(c + 1, n, PREDICTOR_BLOCK):
-            hi = min(n, lo + PREDICTOR_BLOCK)
+        for lo in range(c + 1, n, block):
+            hi = min(n, lo + block)
             acc[..., lo:hi, :, :] += box * w_box[lo:hi, c]
             acc[..., lo:hi, :, :] += centre * w_abs[lo:hi, c]
 

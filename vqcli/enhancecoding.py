@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -57,6 +57,7 @@ class EnhanceWeights:
     counts: np.ndarray  # int64 [levels, C, contexts, alphabet]
     training: dict
     path: Path | None = None
+    _models: dict = field(default_factory=dict, repr=False, compare=False)  # coder_model's
 
     @cached_property
     def tables(self) -> np.ndarray:
@@ -71,6 +72,18 @@ class EnhanceWeights:
     def min_symbol_bits(self) -> float:
         """The fewest bits any symbol can cost (with a count of slack for constriction's rounding)."""
         return -math.log2(min(1.0, (int(self.tables.max()) + 1) / TOTAL))
+
+    def coder_model(self, level: int, channel: int, bucket: int):
+        """constriction's model of one table, built once: a decode asks for the same few hundred
+        tables in every image, and building one costs about as much as decoding its run."""
+        key = (level, channel, bucket)
+        model = self._models.get(key)
+        if model is None:
+            import constriction
+
+            model = self._models[key] = constriction.stream.model.Categorical(
+                probabilities(self.tables[level, channel, bucket], TOTAL), perfect=False)
+        return model
 
     def check_payload(self, stream_bytes: int, n: int, name: str) -> None:
         """Refuse a stream too short to hold n symbols, before any work of size n."""
@@ -177,23 +190,18 @@ def load_enhancement(path: Path | str, device: str | torch.device = "cpu") -> En
 # -- the symbol stream -------------------------------------------------------------------------------
 def _runs(ctx: np.ndarray, keep: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """(bucket, raster positions) of the kept positions of one channel, in coding order."""
-    flat = ctx.ravel()
     pos = np.flatnonzero(keep.ravel())
-    order = pos[np.argsort(flat[pos], kind="stable")]
-    b = flat[order]
-    cuts = np.flatnonzero(b[1:] != b[:-1]) + 1
-    return [(int(b[i]), run) for i, run in zip(np.r_[0, cuts], np.split(order, cuts))] if order.size else []
+    # buckets fit a byte (EnhanceConfig.contexts), and a stable sort of bytes is a radix sort
+    b = ctx.ravel()[pos].astype(np.uint8)
+    order = pos[np.argsort(b, kind="stable")]
+    counts = np.bincount(b)
+    ends = np.cumsum(counts)
+    return [(int(k), order[ends[k] - counts[k]:ends[k]]) for k in np.flatnonzero(counts)]
 
 
 def _pass_cells(keep: np.ndarray, cells: torch.Tensor | None) -> np.ndarray:
     """The kept cells of one pass of channel_contexts (cells None: the whole channel)."""
     return keep if cells is None else keep & cells.numpy()
-
-
-def _model(table: np.ndarray):
-    import constriction
-
-    return constriction.stream.model.Categorical(probabilities(table, TOTAL), perfect=False)
 
 
 def encode_symbols(ew: EnhanceWeights, sym: np.ndarray, level: int, keep: np.ndarray) -> tuple[bytes, float]:
@@ -218,7 +226,7 @@ def encode_symbols(ew: EnhanceWeights, sym: np.ndarray, level: int, keep: np.nda
         for cells in reversed(passes):
             for k, pos in reversed(_runs(ctxs[c], cells)):
                 s = sym[c].ravel()[pos].astype(np.int32) + r
-                coder.encode_reverse(s, _model(tables[c, k]))
+                coder.encode_reverse(s, ew.coder_model(level, c, k))
                 bits += float(-np.log2(tables[c, k][s] / TOTAL).sum())
     return coder.get_compressed().astype("<u4").tobytes(), bits
 
@@ -232,7 +240,6 @@ def decode_symbols(ew: EnhanceWeights, stream: bytes, level: int, keep: np.ndarr
     if len(stream) % 4:
         raise VQError(f"{name}: corrupt enhancement chunk (length {len(stream)} is not whole words)")
     ew.check_payload(len(stream), n, name)
-    tables = ew.tables[level]
     sym = np.zeros((cfg.channels, *keep.shape), dtype=np.int8)
     try:
         coder = constriction.stream.stack.AnsCoder(np.frombuffer(stream, dtype="<u4").astype(np.uint32))
@@ -240,7 +247,7 @@ def decode_symbols(ew: EnhanceWeights, stream: bytes, level: int, keep: np.ndarr
         for c, cells, ctx in channel_contexts(torch.from_numpy(sym), ew.rule):
             plane = sym[c].reshape(-1)
             for k, pos in _runs(ctx.numpy(), _pass_cells(keep, cells)):
-                plane[pos] = np.asarray(coder.decode(_model(tables[c, k]), pos.size), dtype=np.int64) - cfg.radius
+                plane[pos] = np.asarray(coder.decode(ew.coder_model(level, c, k), pos.size), dtype=np.int64) - cfg.radius
         unfinished = not coder.is_empty()
     except (ValueError, RuntimeError, AssertionError) as e:
         raise VQError(f"{name}: corrupt enhancement chunk ({e})") from None
