@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,6 +30,13 @@ from vqcli.weights import load_weights
 @pytest.fixture(scope="module")
 def weights(tiny_weights):
     return load_weights(tiny_weights, "cpu")
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    """The shipped model, for a file that must hold a map: a few dozen steps of the tiny one may
+    find keeping every stage everywhere cheaper than any map (stagemap.choose)."""
+    return load_weights(None, "cpu")
 
 
 def _random_counts(rng: np.random.Generator, hb: int, wb: int, stages: int) -> np.ndarray:
@@ -152,7 +160,8 @@ def _busy_image() -> np.ndarray:
     return rgb
 
 
-def test_stage_map_file(weights):
+def test_stage_map_file(shipped):
+    weights = shipped
     rgb = _busy_image()
     res = compress(weights, LoadedImage(rgb, None, "RGB"), quality=5, effort=0)  # greedy: the indices below
     assert vqz.read_header(res.data).version == 2 and res.stage_map_bytes and res.quality == 5
@@ -196,7 +205,8 @@ def _rechunk(data: bytes, kind: bytes, payload: bytes) -> bytes:
     return b"".join(out)
 
 
-def test_hostile_stage_maps(weights):
+def test_hostile_stage_maps(shipped):
+    weights = shipped
     res = compress(weights, LoadedImage(_busy_image(), None, "RGB"), quality=5)
     good = vqz.read(res.data).stage_map
     bad_map = _rechunk(res.data, b"M", good[:1] + b"\xff\xff" * (res.stages - 1))  # every block keeps every stage
@@ -214,7 +224,8 @@ def test_cli_quality(tiny_weights, tmp_path):
     src = tmp_path / "a.png"
     Image.fromarray(_busy_image()).save(src)
     run = CliRunner().invoke
-    r = run(app, ["compress", str(src), "--weights", str(tiny_weights), "-q", "30", "--device", "cpu", "--json"])
+    # the shipped model: a few dozen steps of the tiny one may keep every stage everywhere (no map)
+    r = run(app, ["compress", str(src), "-q", "30", "--device", "cpu", "--json"])
     assert r.exit_code == 0, r.output
     info = json.loads(r.stdout)
     assert info["quality"] == 30 and info["rate"] == "--quality 30" and info["stage_map_bytes"] > 0
@@ -225,3 +236,14 @@ def test_cli_quality(tiny_weights, tmp_path):
     assert r.exit_code == 2 and "--quality 120: expected 0 to 100" in r.output
     r = run(app, ["compress", str(src), "--weights", str(tiny_weights), "-f", "--device", "cpu"])
     assert r.exit_code == 0 and "quality 45 (default)" in r.stdout
+
+
+def test_a_small_images_map_never_outweighs_keeping_its_deepest_stage_everywhere():
+    """On a tiny image the map can cost more than the indices it drops: the encoder then keeps the
+    deepest stage everywhere, more stages in fewer bytes, so quality 0 is never larger than 100.
+    (The committed golden tiny model: fixed weights, so the case does not depend on training.)"""
+    weights = load_weights(Path(__file__).parent / "golden" / "tiny.safetensors")
+    for seed, (h, w) in enumerate([(24, 40), (32, 48), (40, 64), (24, 40)]):
+        image = LoadedImage(make_image(h, w, seed), None, "RGB")
+        low, high = (compress(weights, image, quality=q) for q in (0, 100))
+        assert len(low.data) <= len(high.data), (seed, len(low.data), len(high.data))

@@ -89,7 +89,8 @@ def block_max(per_position: np.ndarray, block: int = BLOCK) -> np.ndarray:
 def choose(err: np.ndarray, bits: np.ndarray, lam_: float, block: int = BLOCK,
            skip: np.ndarray | None = None) -> np.ndarray:
     """Stage count [hb, wb] in 1..S per block minimising w D + lam * scale * R (see the module
-    docstring; scale: the image's mean residual after REF_STAGE stages).
+    docstring; scale: the image's mean residual after REF_STAGE stages), or one count everywhere
+    when that costs less than the best map and the map's own bits.
 
     err: [S, h, w] squared latent residual after each stage; bits: [S, h, w] each index's cost;
     skip: bool [h, w], cells that count for nothing (flat cells: no indices; a block of them keeps 1)."""
@@ -100,7 +101,16 @@ def choose(err: np.ndarray, bits: np.ndarray, lam_: float, block: int = BLOCK,
     scale, w = _weighting(err, block, skip)
     d = _block_sums(err, block) * w
     r = np.cumsum(_block_sums(bits, block), 0)
-    return (d + lam_ * scale * r).argmin(0).astype(np.int64) + 1
+    cost = d + lam_ * scale * r
+    counts = cost.argmin(0).astype(np.int64) + 1
+    if counts.min() == counts.max():
+        return counts
+    # The map costs bits of its own, and a file keeping n stages everywhere holds none: on a small
+    # image the map can cost more than it saves (a 32x48 image's quality 0 outweighed its 100).
+    mapped = float(np.take_along_axis(cost, counts[None] - 1, 0).sum()) + lam_ * scale * 8 * len(encode(counts, block))
+    uniform = cost.sum((1, 2))
+    n = int(uniform.argmin())
+    return np.full_like(counts, n + 1) if uniform[n] <= mapped else counts
 
 
 def price(err: np.ndarray, lam_: float, block: int = BLOCK, skip: np.ndarray | None = None) -> np.ndarray:
