@@ -74,8 +74,8 @@ class EnhanceWeights:
         return -math.log2(min(1.0, (int(self.tables.max()) + 1) / TOTAL))
 
     def coder_model(self, level: int, channel: int, bucket: int):
-        """constriction's model of one table, built once: a decode asks for the same few hundred
-        tables in every image, and building one costs about as much as decoding its run."""
+        """constriction's model of one table, built once: every image asks for the same few hundred
+        tables, each for a short run of symbols."""
         key = (level, channel, bucket)
         model = self._models.get(key)
         if model is None:
