@@ -70,6 +70,14 @@ def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
+@pytest.fixture(scope="module")
+def shipped():
+    """The shipped default model, loaded once per test module."""
+    from vqcli.weights import default_weights_path, load_weights
+
+    return load_weights(default_weights_path(), "cpu")
+
+
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory: pytest.TempPathFactory, image_dir: Path) -> Path:
     """Release weights of the `tiny` preset trained for a few dozen steps on generated images."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,14 +21,7 @@ from vqcli.model import to_tensor
 from vqcli.rate import ENHANCE_FROM
 from vqcli.weights import load_weights
 
-ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = ROOT / "weights" / "default.safetensors"
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def shipped():
-    return load_weights(SHIPPED, "cpu")
 
 
 def _png_bytes(rgb: np.ndarray) -> int:

@@ -30,13 +30,7 @@ from vqcli.weights import load_weights, model_id_of, read_safetensors
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "golden" / "tiny.safetensors"
-SHIPPED = ROOT / "weights" / "default.safetensors"
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def shipped():
-    return load_weights(SHIPPED, "cpu")
 
 
 @pytest.fixture(scope="module")

@@ -12,21 +12,14 @@ import re
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from vqcli.codec import compress, decompress
 from vqcli.images import decode_image, load_image
 from vqcli.metrics import psnr
 from vqcli.rate import DEFAULT_QUALITY
-from vqcli.weights import default_weights_path, load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def shipped():
-    return load_weights(default_weights_path())
 
 
 def test_shipped_weights_are_the_documented_release(shipped):

@@ -32,13 +32,6 @@ def weights(tiny_weights):
     return load_weights(tiny_weights, "cpu")
 
 
-@pytest.fixture(scope="module")
-def shipped():
-    """The shipped model, for a file that must hold a map: a few dozen steps of the tiny one may
-    find keeping every stage everywhere cheaper than any map (stagemap.choose)."""
-    return load_weights(None, "cpu")
-
-
 def _random_counts(rng: np.random.Generator, hb: int, wb: int, stages: int) -> np.ndarray:
     counts = rng.integers(1, stages + 1, (hb, wb))
     counts.ravel()[rng.integers(counts.size)] = stages  # some block keeps every stage
@@ -161,6 +154,8 @@ def _busy_image() -> np.ndarray:
 
 
 def test_stage_map_file(shipped):
+    # the shipped model: a few dozen steps of the tiny one may find every stage everywhere cheaper
+    # than any map (stagemap.choose)
     weights = shipped
     rgb = _busy_image()
     res = compress(weights, LoadedImage(rgb, None, "RGB"), quality=5, effort=0)  # greedy: the indices below

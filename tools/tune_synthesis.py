@@ -34,7 +34,7 @@ LAM = 0.1
 def sent(net, x: torch.Tensor, b: torch.Tensor, feats: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
     """The symbols the encoder sends for crops x over bases b at levels [B] (whole or not)."""
     top = net.cfg.levels - 1
-    dz = torch.tensor([ladder_deadzone(float(lv) / top) for lv in level], device=x.device)
+    dz = torch.tensor([ladder_deadzone(lv / top) for lv in level.tolist()], device=x.device)  # one transfer
     return net.quantize(net.analyse(x, b, feats, net.steps(level)), dz[:, None, None, None])
 
 
