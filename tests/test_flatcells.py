@@ -115,6 +115,21 @@ def test_find_pads_as_the_encoder_does():
     assert not out[:8, 8:16].any()  # a cell that is not flat is left alone
 
 
+@pytest.mark.parametrize("height, width", [(37, 51), (40, 48), (3, 70)])
+def test_paint_fills_exactly_the_flat_cells_also_those_the_crop_cuts(height, width):
+    rng = np.random.default_rng(height)
+    mask = rng.random((-(-height // 8), -(-width // 8))) < 0.5
+    mask[-1, -1] = mask[0, 0] = True
+    flat = flatcells.FlatCells(mask, rng.integers(0, 256, (int(mask.sum()), 3), dtype=np.uint8))
+    rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    out = rgb.copy()
+    flat.paint(out, 8)
+    for (y, x), colour in zip(zip(*np.nonzero(mask)), flat.colours):
+        assert (out[8 * y:8 * y + 8, 8 * x:8 * x + 8] == colour).all()
+    kept = ~np.repeat(np.repeat(mask, 8, 0), 8, 1)[:height, :width]
+    assert np.array_equal(out[kept], rgb[kept])
+
+
 def test_hostile_flat_cell_chunks():
     import zlib
 

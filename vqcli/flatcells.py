@@ -68,17 +68,18 @@ class FlatCells:
         if not self.count:
             return
         height, width = rgb.shape[:2]
-        h, w = self.mask.shape
-        colour = np.zeros((h, w, 3), dtype=np.uint8)
+        colour = np.zeros((*self.mask.shape, 3), dtype=np.uint8)
         colour[self.mask] = self.colours
-        for y0 in range(0, h, BAND):  # by bands of cell rows: no full-size temporary
-            b = min(BAND, h - y0)
-            rows = min(height, (y0 + b) * factor) - y0 * factor
-            fill = np.broadcast_to(colour[y0:y0 + b, None, :, None], (b, factor, w, factor, 3))
-            where = np.broadcast_to(self.mask[y0:y0 + b, None, :, None, None], (b, factor, w, factor, 1))
-            np.copyto(rgb[y0 * factor:y0 * factor + rows],
-                      fill.reshape(b * factor, w * factor, 3)[:rows, :width],
-                      where=where.reshape(b * factor, w * factor, 1)[:rows, :width])
+        # whole cells through a [h, f, w, f, 3] view, only the flat ones touched; then the cells
+        # the crop cuts at the bottom and right edge, one by one (at most h + w of them)
+        fh, fw = height // factor, width // factor
+        cells = rgb[:fh * factor, :fw * factor].reshape(fh, factor, fw, factor, 3)
+        ys, xs = np.nonzero(self.mask[:fh, :fw])
+        cells[ys, :, xs] = colour[ys, xs][:, None, None]
+        edge = self.mask.copy()
+        edge[:fh, :fw] = False
+        for y, x in zip(*np.nonzero(edge)):
+            rgb[y * factor:(y + 1) * factor, x * factor:(x + 1) * factor] = colour[y, x]
 
 
 def none(grid: tuple[int, int]) -> FlatCells:
