@@ -38,8 +38,10 @@ SHIPPED_LAYER = ROOT / "weights" / enhancecoding.ENHANCE_DIR / enhancecoding.DEF
 CFG = EnhanceConfig(channels=4, width=8, levels=3, radius=7)
 CFG2 = dataclasses.replace(CFG, same_channel=True)
 CFG4 = dataclasses.replace(CFG, same_channel=True, four_passes=True, predictor=True)
+CFG_LIGHT = dataclasses.replace(CFG4, light_synthesis=True)
 CONFIGS, CONFIG_IDS = [CFG, CFG2, CFG4], ["cross-channel", "same-channel", "four-passes-predicted"]
 EVERY_CONFIG = pytest.mark.parametrize("cfg", CONFIGS, ids=CONFIG_IDS)
+NETWORKS = pytest.mark.parametrize("cfg", [CFG, CFG_LIGHT], ids=["synthesis", "light-synthesis"])
 
 
 def _layer(path: Path, base_id: str, seed: int = 0, cfg: EnhanceConfig = CFG) -> enhancecoding.EnhanceWeights:
@@ -177,8 +179,9 @@ def test_a_damaged_stream_is_one_line_error(tmp_path):
             enhancecoding.decode_symbols(layer, bad, 1, keep, "x")
 
 
-def test_tiled_enhancement_matches_one_tile(tmp_path):
-    layer = _layer(tmp_path / "l.safetensors", "0" * 16)
+@NETWORKS
+def test_tiled_enhancement_matches_one_tile(tmp_path, cfg):
+    layer = _layer(tmp_path / "l.safetensors", "0" * 16, cfg=cfg)
     rgb = make_image(70, 90, 3)
     base = np.clip(rgb.astype(int) + np.random.default_rng(0).integers(-6, 7, rgb.shape), 0, 255).astype(np.uint8)
     steps = layer.net.steps(0.5)
@@ -219,6 +222,31 @@ def test_no_layer_below_the_threshold_or_when_disabled(tiny_layer):
     assert codec.compress(w, img, quality=ENHANCE_FROM).enhancement is None
     assert codec.compress(w, img, quality=100, enhance=False).enhancement is None
     assert vqz.read_header(codec.compress(w, img, quality=100, enhance=False).data).version < 4
+
+
+@NETWORKS
+def test_the_synthesis_makes_the_residual_of_every_pixel(cfg):
+    torch.manual_seed(0)
+    net = Enhancement(cfg).eval().requires_grad_(False)
+    h, w = 9, 11
+    feats = torch.randn(1, cfg.width, h, w)
+    base = torch.rand(1, 3, 4 * h, 4 * w)
+    q = torch.randn(1, cfg.channels, h, w).round()
+    out = net.synthesise(q, base, feats, net.steps(1))
+    assert out.shape == base.shape
+    q[0, :, 6, 8] += 3  # one cell's symbols change its pixels and those near, not the far corner
+    changed = (net.synthesise(q, base, feats, net.steps(1)) - out).abs().sum(1)[0] > 0
+    assert changed[24:28, 32:36].all() and not changed[:4, :4].any()
+
+
+def test_a_light_synthesis_is_named_in_the_config_and_an_old_config_has_none():
+    assert "light_synthesis" not in CFG4.to_dict()  # a config written before it reads the same
+    assert EnhanceConfig(**CFG4.to_dict()) == CFG4 and EnhanceConfig(**CFG_LIGHT.to_dict()) == CFG_LIGHT
+    assert CFG_LIGHT.to_dict()["light_synthesis"] is True
+    wide, light = Enhancement(CFG4), Enhancement(CFG_LIGHT)
+    assert {k for k in wide.state_dict() if not k.startswith("synthesis.")} == \
+        {k for k in light.state_dict() if not k.startswith("synthesis.")}
+    assert sum(p.numel() for p in light.synthesis.parameters()) != sum(p.numel() for p in wide.synthesis.parameters())
 
 
 def test_dead_zone_only_moves_symbols_toward_zero():

@@ -145,3 +145,52 @@ def test_tune_synthesis_dry_run_changes_the_synthesis_alone(image_dir, tiny_weig
     theirs, mine = a.net.state_dict(), t.net.state_dict()
     for name, tensor in theirs.items():
         assert torch.equal(mine[name], tensor) != name.startswith("synthesis."), name
+
+
+def test_tune_synthesis_light_dry_run_keeps_the_coder_and_swaps_the_synthesis(image_dir, tiny_weights, tmp_path):
+    import dataclasses
+
+    from vqcli.enhancecoding import load_enhancement
+
+    layer, light = tmp_path / "a.safetensors", tmp_path / "l.safetensors"
+    common = ("--base", str(tiny_weights), "--data", str(image_dir), "--crops", "12", "--crop-size", "32",
+              "--max-steps", "2")
+    r = _run("tools/train_enhance.py", *common, "--count-crops", "8", "--ckpt", str(tmp_path / "ckpt"),
+             "--four-passes", "--predictor", "--out", str(layer))
+    assert r.returncode == 0, r.stderr
+    r = _run("tools/tune_synthesis.py", *common, "--init", str(layer), "--light", "--cosine", "--out", str(light))
+    assert r.returncode == 0, r.stderr
+    a, t = load_enhancement(layer), load_enhancement(light)
+    assert t.config == dataclasses.replace(a.config, light_synthesis=True) and t.base_id == a.base_id
+    assert (t.counts == a.counts).all() and t.training["tuned_synthesis"]["light"] is True
+    theirs, mine = a.net.state_dict(), t.net.state_dict()
+    assert mine["synthesis.5.weight"].shape != theirs["synthesis.5.weight"].shape
+    for name, tensor in theirs.items():  # the encoder's side and the coder's predictor as they were
+        if not name.startswith("synthesis."):
+            assert torch.equal(mine[name], tensor), name
+
+
+def test_a_light_synthesis_is_cut_from_the_strongest_channels(monkeypatch):
+    import dataclasses
+    import importlib.util
+
+    from vqcli.enhance import EnhanceConfig, Enhancement
+
+    monkeypatch.syspath_prepend(str(ROOT / "tools"))  # it imports train_enhance, its neighbour
+    spec = importlib.util.spec_from_file_location("tune_synthesis", ROOT / "tools" / "tune_synthesis.py")
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+    torch.manual_seed(0)
+    wide = Enhancement(EnhanceConfig(channels=4, width=8, levels=3, radius=7))
+    with torch.no_grad():
+        wide.synthesis[8].weight[:, 13] *= 50  # full-resolution channel 13: the strongest
+        wide.synthesis[5].weight[:, 6] *= 50  # 1/2-resolution channel 6
+    light = tune.lightened(wide)
+    assert light.cfg == dataclasses.replace(wide.cfg, light_synthesis=True)
+    src, dst = wide.synthesis, light.synthesis
+    full = [c for c in range(16) if any(torch.equal(dst[8].weight[:, i], src[8].weight[:, c]) for i in range(8))]
+    half = [c for c in range(8) if any(torch.equal(dst[2].weight[4 * i], src[2].weight[4 * c]) for i in range(4))]
+    assert len(full) == 8 and 13 in full and len(half) == 4 and 6 in half
+    assert torch.equal(dst[0].weight, src[0].weight)  # the first layer whole
+    x = torch.randn(1, 12, 5, 6)
+    assert light.synthesis(x).shape == wide.synthesis(x).shape == (1, 3, 20, 24)

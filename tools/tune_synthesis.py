@@ -11,18 +11,30 @@ and features stay, so every image's symbols, and the tables that code them, stay
 the same bytes decode to a better image. Each sample draws a level anywhere between the trained
 ones (the ladder interpolates them) and a base (the crop's full one or a prefix, in whole 8-bit
 values as a reader has them); the loss weighs each level's MSE as the layer's training did.
+
+With --light the synthesis trained is a light one (EnhanceConfig.light_synthesis: half the
+channels at 1/2 and full resolution), cut from --init's by keeping the channels the next layer
+weighs most (lightened), then trained as above; --cosine decays the learning rate over --minutes
+(runs/data_all: links to the images of train/ and permissive/ in one folder):
+
+    nice -n 5 .venv/bin/python tools/tune_synthesis.py --data runs/data_all --crops 2400 \
+        --init weights/enhance/834be7664f439036.safetensors --light --cosine --lr 5e-4 --minutes 55 \
+        --out runs/light.safetensors
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 
 import torch
 from train_enhance import STEPS, descend, draw, load_crops, psnr
 
+from vqcli.enhance import Enhancement
 from vqcli.enhancecoding import load_enhancement, save_enhancement
 from vqcli.rate import ladder_deadzone
 from vqcli.weights import load_weights
@@ -53,6 +65,37 @@ def whole(b: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def lightened(net: Enhancement) -> Enhancement:
+    """The same layer with a light synthesis (EnhanceConfig.light_synthesis) to train, cut from
+    the original: the channels at 1/2 and full resolution that the next layer weighs most, each
+    with the weights it had."""
+    out = Enhancement(dataclasses.replace(net.cfg, light_synthesis=True))
+    state = {k: v for k, v in net.state_dict().items() if not k.startswith("synthesis.") or k.startswith("synthesis.0.")}
+    missing, unexpected = out.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("synthesis.") for k in missing):
+        raise ValueError(f"not an enhancement layer's state: {missing} {unexpected}")
+    src, dst = net.synthesis, out.synthesis
+    half = _strongest(src[5].weight, dst[5].in_channels)  # 1/2-resolution channels, by the next layer's weights
+    full = _strongest(src[8].weight, dst[8].in_channels)  # full-resolution channels
+
+    def sub(channels: torch.Tensor) -> torch.Tensor:  # a pixel shuffle's input channels of its output channels
+        return (4 * channels[:, None] + torch.arange(4)).reshape(-1)
+
+    dst[2].weight.copy_(src[2].weight[sub(half)])
+    dst[2].bias.copy_(src[2].bias[sub(half)])
+    dst[5].weight.copy_(src[5].weight[sub(full)][:, half])
+    dst[5].bias.copy_(src[5].bias[sub(full)])
+    dst[8].weight.copy_(src[8].weight[:, full])
+    dst[8].bias.copy_(src[8].bias)
+    return out
+
+
+def _strongest(weight: torch.Tensor, n: int) -> torch.Tensor:
+    """The n input channels of a convolution's weight [out, in, k, k] with the largest norm, in order."""
+    return weight.pow(2).sum((0, 2, 3)).argsort(descending=True)[:n].sort().values
+
+
+@torch.no_grad()
 def evaluate(net, x: torch.Tensor, b: torch.Tensor) -> list[float]:
     """PSNR of the val crops at each trained level, with the symbols the encoder sends."""
     b = whole(b)
@@ -78,6 +121,8 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=10 ** 9)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--light", action="store_true", help="train a light synthesis (EnhanceConfig.light_synthesis) cut from --init's")
+    ap.add_argument("--cosine", action="store_true", help="lr decays to zero over --minutes (cosine)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     if (args.cache is None) == (args.data is None):
@@ -85,7 +130,7 @@ def main() -> None:
     torch.manual_seed(0)
     dev = torch.device(args.device)
     layer = load_enhancement(args.init, dev)
-    net = layer.net
+    net = (lightened(layer.net).to(dev) if args.light else layer.net).requires_grad_(False)
     net.synthesis.requires_grad_(True).train()
     tx, tb, vx, vb, extra = load_crops(args, load_weights(args.base, dev))
     tx, tb, vx, vb = tx.to(dev), tb.to(dev), vx.to(dev), vb.to(dev)
@@ -101,6 +146,9 @@ def main() -> None:
             feats = net.features(b)
             q = sent(net, x, b, feats, level)
         mse = (net.synthesise(q, b, feats, net.steps(level)) - x).pow(2).mean((1, 2, 3))
+        if args.cosine:
+            for g in opt.param_groups:
+                g["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (time.time() - t0) / (60 * args.minutes))))
         descend(opt, (level_weight(level) * mse).mean(), net.synthesis)
         step += 1
         if step % 500 == 0 or step == args.max_steps:
@@ -108,7 +156,7 @@ def main() -> None:
             print(json.dumps(log[-1]), flush=True)
     net = net.cpu().eval().requires_grad_(False)
     training = {**layer.training, "tuned_synthesis": {"from": layer.model_id, "steps": step, "lr": args.lr,
-                                                      "val_crops": log[-1]["val_psnr"]}}
+                                                      "light": args.light, "val_crops": log[-1]["val_psnr"]}}
     # the same symbols and the same tables: the counts are the layer's own
     mid = save_enhancement(args.out, net, layer.counts, layer.base_id, training)
     print(json.dumps({"steps": step, "out": str(args.out), "model_id": mid}), flush=True)
