@@ -72,6 +72,9 @@ CASES = {
     # the fifth layer (the fourth with its synthesis tuned; the fourth stays as weights/enhance/622724a37f4fa22e.safetensors)
     "default_enhanced5.vqz": (DEFAULT, 56, 64, 23, "spatial", False, False, 70),
     "default_enhanced5_flat.vqz": (DEFAULT, 64, 48, 24, "spatial", True, False, 90),
+    # the sixth layer (the fifth with a light synthesis; the fifth stays as weights/enhance/834be7664f439036.safetensors)
+    "default_enhanced6.vqz": (DEFAULT, 64, 56, 25, "spatial", False, False, 67),
+    "default_enhanced6_flat.vqz": (DEFAULT, 56, 72, 26, "spatial", True, False, 95),
 }
 FLAT = {name for name in CASES if "_flat" in name}
 PADDED = "tiny_padded.vqz"  # format 3's padded stage chunks: all-zero indices, packed (tiny, static)
