@@ -23,6 +23,7 @@ from vqcli.codec import (
     compress,
     decode_indices,
     decompress,
+    default_quality,
     encode_indices,
     entropy_model,
     pack,
@@ -100,15 +101,15 @@ def test_round_trip_indices_and_crop(weights):
 
 def test_default_quality_from_weights(tiny_weights: Path, tmp_path: Path):
     """A release may name its default rate (a quality) in the metadata; compress without a rate
-    flag uses it, else rate.DEFAULT_QUALITY."""
+    flag uses it, else rate.DEFAULT_QUALITY (weights without an enhancement layer)."""
     img = LoadedImage(make_image(32, 48, 4), None, "RGB")
     plain = load_weights(tiny_weights)
-    assert plain.named_default is None and plain.default_quality == DEFAULT_QUALITY
+    assert plain.named_default is None and default_quality(plain) == DEFAULT_QUALITY
     assert compress(plain, img).quality == DEFAULT_QUALITY
     out = tmp_path / "w.safetensors"
     set_default_quality(tiny_weights, 80, out)
     named = load_weights(out)
-    assert named.default_quality == 80 and named.model_id == plain.model_id
+    assert default_quality(named) == 80 and named.model_id == plain.model_id
     assert compress(named, img).quality == 80 and compress(named, img, stages=3).quality is None
     with pytest.raises(VQError, match="quality 101: expected 0 to 100"):
         set_default_quality(out, 101)

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vqcli.codec import compress, decompress
+from vqcli.codec import compress, decompress, default_quality
 from vqcli.images import decode_image, load_image
 from vqcli.metrics import psnr
-from vqcli.rate import DEFAULT_QUALITY
+from vqcli.rate import ENHANCED_DEFAULT_QUALITY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_shipped_weights_are_the_documented_release(shipped):
     documented = re.search(r"model id `([0-9a-f]{16})`", (ROOT / "weights" / "README.md").read_text())
     assert documented and shipped.model_id == documented.group(1)
-    assert shipped.default_quality == DEFAULT_QUALITY
+    assert default_quality(shipped) == ENHANCED_DEFAULT_QUALITY  # the shipped model has a layer
     hist = shipped.histogram
     assert hist.shape == (shipped.config.stages, shipped.config.codebook_size)
     assert bool((hist > 0).all()), "a stage has a code never used on the training data"
@@ -36,11 +36,11 @@ def test_default_rate_beats_jpeg_on_sample_crop(shipped):
     png = io.BytesIO()
     Image.fromarray(rgb).save(png, "PNG")
     result = compress(shipped, decode_image(png.getvalue(), "crop.png"))
-    assert result.quality == shipped.default_quality and result.stages > 1
+    assert result.quality == default_quality(shipped) and result.stages > 1 and result.enhancement is not None
     decoded = decompress(shipped, result.data)
     assert decoded.rgb.shape == rgb.shape
     kept = decoded.indices >= 0
-    assert kept[0].all() and not kept[-1].all()  # the stage map keeps stage 1 everywhere, the last not
+    assert kept[0].all()  # stage 1 everywhere
     quality = psnr(rgb, decoded.rgb)
     for q in range(5, 96):  # the smallest JPEG at least as good
         jpeg = io.BytesIO()

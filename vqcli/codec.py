@@ -37,7 +37,16 @@ from .flatcells import FlatCells
 from .format import LEVEL_ONE
 from .images import LoadedImage
 from .limits import MAX_PIXELS, check_size
-from .rate import DEFAULT_EFFORT, EFFORTS, ENHANCE_FROM, check_effort, check_rate, enhanced_rate
+from .rate import (
+    DEFAULT_EFFORT,
+    DEFAULT_QUALITY,
+    EFFORTS,
+    ENHANCE_FROM,
+    ENHANCED_DEFAULT_QUALITY,
+    check_effort,
+    check_rate,
+    enhanced_rate,
+)
 from .weights import Weights
 
 GREY_SOURCES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
@@ -49,6 +58,14 @@ def enhancement_for(weights: Weights) -> EnhanceWeights | None:
     """The enhancement layer trained over these weights, if one is on the weights search path."""
     path = enhancecoding.find_enhancement(weights.model_id)
     return None if path is None else enhancecoding.cached_enhancement(path, next(weights.model.parameters()).device)
+
+
+def default_quality(weights: Weights, enhance: bool = True) -> float:
+    """The quality of a compress without a rate: the weights' own (a release's metadata), else
+    ENHANCED_DEFAULT_QUALITY where a layer enhances them, else DEFAULT_QUALITY."""
+    if weights.named_default is not None:
+        return weights.named_default
+    return ENHANCED_DEFAULT_QUALITY if enhance and enhancement_for(weights) is not None else DEFAULT_QUALITY
 
 
 def entropy_model(weights: Weights, kind: str = "auto") -> EntropyModel:
@@ -501,7 +518,7 @@ def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bp
              quality: float | None = None, effort: int | None = None, best_effort: bool = False,
              enhance: bool = True) -> CompressResult:
     """Encode an image; at most one of stages / quality / bpp / psnr picks the rate (default:
-    the weights' default_quality); effort 0..2 how hard to search for codes (EFFORTS; default
+    default_quality); effort 0..2 how hard to search for codes (EFFORTS; default
     DEFAULT_EFFORT). name: the input's name for error messages.
 
     A --bpp or --psnr target that no quality meets is a VQError, unless best_effort: then the
@@ -524,7 +541,7 @@ def compress(weights: Weights, image: LoadedImage, stages: int | None = None, bp
         (coded, quality, note, by_quality), rate = _at_psnr(enc, image.rgb, psnr, name, best_effort), f"--psnr {psnr:g}"
     else:
         rate = f"--quality {quality:g}" if quality is not None else "default"
-        quality = weights.default_quality if quality is None else quality
+        quality = default_quality(weights, enhance) if quality is None else quality
         coded = enc.at_quality(quality)
     return CompressResult(coded.data, width, height, mode, len(coded.payloads), total, em.kind, _stage_coding(coded),
                           rate, note, by_quality, None if stages is not None else float(quality),

@@ -13,7 +13,7 @@ Layout of a release file:
 - metadata (all strings): ``format`` = "vqcli-weights", ``format_version``, ``config``
   (ModelConfig JSON), ``model_id`` (hash of every tensor), ``training`` (JSON summary) and,
   optionally, ``default_quality``: the rate `vq compress` uses without a rate flag, chosen for a
-  release by measurement (set_default_quality); without it, vqcli.rate.DEFAULT_QUALITY.
+  release by measurement (set_default_quality); without it, vqcli.codec.default_quality.
   (Releases before stage maps named ``default_stages``, a uniform stage count; it is ignored.)
   ``base_model``, optionally: the model id of a complete release whose tensors this file shares
   and omits (a release that only re-collected statistics stores no network); the loader takes
@@ -77,13 +77,6 @@ class Weights:
     training: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
     named_default: float | None = None  # the file's default_quality metadata, if any
-
-    @property
-    def default_quality(self) -> float:
-        """The quality `vq compress` codes at without a rate flag."""
-        from .rate import DEFAULT_QUALITY
-
-        return DEFAULT_QUALITY if self.named_default is None else self.named_default
 
     @property
     def histogram(self) -> torch.Tensor:
