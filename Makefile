@@ -55,7 +55,7 @@ fuzz: install
 	OMP_NUM_THREADS=1 $(BIN)/python tools/fuzz.py --cases $(CASES) --images $(IMAGES) --seed $(SEED)
 
 bench-speed: install
-	$(BIN)/python tools/bench_speed.py --val $(VAL) --out $(OUT)/bench-speed --vq-quality 70
+	$(BIN)/python tools/bench_speed.py --val $(VAL) --out $(OUT)/bench-speed --vq-quality 45
 
 # Every CUDA test and check, with a report under $(OUT)/check-cuda (the CPU halves without CUDA).
 check-cuda: $(NEEDS_VENV)
