@@ -126,15 +126,22 @@ def test_train_enhance_dry_run_continues_a_layer_and_writes_one(image_dir, tiny_
     assert r.returncode != 0 and "--coder-contexts needs an --init layer" in r.stderr
 
 
-def test_tune_synthesis_dry_run_changes_the_synthesis_alone(image_dir, tiny_weights, tmp_path):
-    from vqcli.enhancecoding import load_enhancement
-
-    layer, tuned = tmp_path / "a.safetensors", tmp_path / "t.safetensors"
+def _tiny_layer(image_dir, tiny_weights, tmp_path) -> tuple[tuple[str, ...], Path]:
+    """(the tools' common dry-run flags, a small layer trained 2 steps over the tiny weights)."""
+    layer = tmp_path / "a.safetensors"
     common = ("--base", str(tiny_weights), "--data", str(image_dir), "--crops", "12", "--crop-size", "32",
               "--max-steps", "2")
     r = _run("tools/train_enhance.py", *common, "--count-crops", "8", "--ckpt", str(tmp_path / "ckpt"),
              "--four-passes", "--predictor", "--out", str(layer))
     assert r.returncode == 0, r.stderr
+    return common, layer
+
+
+def test_tune_synthesis_dry_run_changes_the_synthesis_alone(image_dir, tiny_weights, tmp_path):
+    from vqcli.enhancecoding import load_enhancement
+
+    common, layer = _tiny_layer(image_dir, tiny_weights, tmp_path)
+    tuned = tmp_path / "t.safetensors"
     r = _run("tools/tune_synthesis.py", *common, "--init", str(layer), "--lr", "1e-2", "--out", str(tuned))
     assert r.returncode == 0, r.stderr
     a, t = load_enhancement(layer), load_enhancement(tuned)
@@ -152,12 +159,8 @@ def test_tune_synthesis_light_dry_run_keeps_the_coder_and_swaps_the_synthesis(im
 
     from vqcli.enhancecoding import load_enhancement
 
-    layer, light = tmp_path / "a.safetensors", tmp_path / "l.safetensors"
-    common = ("--base", str(tiny_weights), "--data", str(image_dir), "--crops", "12", "--crop-size", "32",
-              "--max-steps", "2")
-    r = _run("tools/train_enhance.py", *common, "--count-crops", "8", "--ckpt", str(tmp_path / "ckpt"),
-             "--four-passes", "--predictor", "--out", str(layer))
-    assert r.returncode == 0, r.stderr
+    common, layer = _tiny_layer(image_dir, tiny_weights, tmp_path)
+    light = tmp_path / "l.safetensors"
     r = _run("tools/tune_synthesis.py", *common, "--init", str(layer), "--light", "--cosine", "--out", str(light))
     assert r.returncode == 0, r.stderr
     a, t = load_enhancement(layer), load_enhancement(light)

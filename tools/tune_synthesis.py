@@ -121,7 +121,8 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=10 ** 9)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--light", action="store_true", help="train a light synthesis (EnhanceConfig.light_synthesis) cut from --init's")
+    ap.add_argument("--light", action="store_true",
+                    help="train a light synthesis (EnhanceConfig.light_synthesis) cut from --init's")
     ap.add_argument("--cosine", action="store_true", help="lr decays to zero over --minutes (cosine)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
