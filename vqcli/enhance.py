@@ -53,8 +53,8 @@ class EnhanceConfig:
     """The earlier channels' activity is an integer linear prediction of each channel's |symbol|
     (the `predictor` tensor, channel_contexts) instead of their mean. Absent in the first layers."""
     light_synthesis: bool = False
-    """A synthesis of half the channels at 1/2 and full resolution (light_synthesis). Absent in
-    the first five layers."""
+    """A synthesis of half the channels at 1/2 and full resolution (synthesis). Absent in the
+    first five layers."""
 
     def __post_init__(self) -> None:
         flags = (self.same_channel, self.four_passes, self.predictor, self.light_synthesis)
@@ -89,12 +89,14 @@ def _conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, stride, k // 2 if stride == 1 else (k - stride) // 2 + (k % 2))
 
 
-def light_synthesis(c: int, w: int) -> nn.Sequential:
-    """(latent, features) [c + w, h, w] -> residual [3, 4h, 4w]: the original synthesis' layers
-    with half its channels at 1/2 and at full resolution (16 -> 8): at 768x512 on 2 CPU threads
-    about 25 ms instead of 85, where the full-resolution and 1/2-resolution layers took most."""
-    return nn.Sequential(_conv(c + w, w), nn.SiLU(), _conv(w, 4 * (w // 2)), nn.PixelShuffle(2), nn.SiLU(),
-                         _conv(w // 2, 4 * 8), nn.PixelShuffle(2), nn.SiLU(), _conv(8, 3))
+def synthesis(c: int, w: int, light: bool = False) -> nn.Sequential:
+    """(latent, features) [c + w, h, w] -> residual [3, 4h, 4w]: two layers at 1/4 resolution, one
+    at 1/2 and one at full resolution, w and 16 channels wide there, or w / 2 and 8 with light
+    (EnhanceConfig.light_synthesis: at 768x512 on 2 CPU threads about 25 ms instead of 85, where
+    the full-resolution and 1/2-resolution layers took most)."""
+    half, full = (w // 2, 8) if light else (w, 16)
+    return nn.Sequential(_conv(c + w, w), nn.SiLU(), _conv(w, 4 * half), nn.PixelShuffle(2), nn.SiLU(),
+                         _conv(half, 4 * full), nn.PixelShuffle(2), nn.SiLU(), _conv(full, 3))
 
 
 class Enhancement(nn.Module):
@@ -108,9 +110,7 @@ class Enhancement(nn.Module):
                                       _conv(w, w, 4, 2), nn.SiLU(), _conv(w, c))
         self.context = nn.Sequential(_conv(3, w, 4, 2), nn.SiLU(), _conv(w, w, 4, 2), nn.SiLU(), _conv(w, w))
         self.mean = nn.Sequential(nn.SiLU(), _conv(w, c))
-        self.synthesis = light_synthesis(c, w) if cfg.light_synthesis else nn.Sequential(
-            _conv(c + w, w), nn.SiLU(), _conv(w, 4 * w), nn.PixelShuffle(2), nn.SiLU(),
-            _conv(w, 4 * 16), nn.PixelShuffle(2), nn.SiLU(), _conv(16, 3))
+        self.synthesis = synthesis(c, w, cfg.light_synthesis)
         self.log_step = nn.Parameter(torch.zeros(cfg.levels, c))
         if cfg.predictor:  # fitted after training, with the tables (integers: part of the coder)
             self.register_buffer("predictor", torch.zeros(c, 1 + 2 * c, dtype=torch.int32))

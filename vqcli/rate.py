@@ -15,7 +15,7 @@ default, 4 uniform stages."""
 ENHANCED_DEFAULT_QUALITY = 67.0
 """The rate without a rate flag for weights with an enhancement layer (and none of their own): a
 default that looks good, as an image tool's does. With the shipped model and layer on val, WebP
-q75's PSNR in fewer bytes, decoded in under twice quality 45's time (README)."""
+q75's PSNR in fewer bytes, decoded in about twice quality 45's time (README)."""
 
 
 def check_quality(quality: float) -> None:
